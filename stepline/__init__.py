@@ -1,0 +1,67 @@
+"""Stepline: durable functions made of memoized steps, on SQLite or PostgreSQL.
+
+The SDK surface is imported eagerly; ``Engine`` (which needs the storage layer) on first use,
+so that apps which only serve functions never import a database driver.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from stepline.errors import (
+    ConfigurationError,
+    ExpressionError,
+    FunctionNotFoundError,
+    NonDeterminismError,
+    NonRetriableError,
+    RetryAfterError,
+    RunNotFoundError,
+    RunTimeoutError,
+    SerializationError,
+    StepError,
+    SteplineError,
+    StorageError,
+)
+from stepline.sdk.client import Stepline
+from stepline.sdk.context import Context, ContextSync
+from stepline.sdk.events import Event
+from stepline.sdk.function import Function
+from stepline.sdk.triggers import on_cron, on_event
+
+if TYPE_CHECKING:
+    from stepline.engine.engine import Engine, Run, SendResult
+
+__all__ = [
+    "ConfigurationError",
+    "Context",
+    "ContextSync",
+    "Engine",
+    "Event",
+    "ExpressionError",
+    "Function",
+    "FunctionNotFoundError",
+    "NonDeterminismError",
+    "NonRetriableError",
+    "RetryAfterError",
+    "Run",
+    "RunNotFoundError",
+    "RunTimeoutError",
+    "SendResult",
+    "SerializationError",
+    "StepError",
+    "Stepline",
+    "SteplineError",
+    "StorageError",
+    "on_cron",
+    "on_event",
+]
+
+_ENGINE_NAMES = frozenset({"Engine", "Run", "SendResult"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ENGINE_NAMES:
+        from stepline.engine import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'stepline' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""The executor, scheduler and state transitions; runs embedded or inside the server."""

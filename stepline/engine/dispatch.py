@@ -1,0 +1,80 @@
+"""Calling a function in this process, through the same request/response models as HTTP.
+
+The embedded transport hands the SDK a checkpointer: consecutive ``step.run``s execute
+inside one call, each durably recorded before the next starts (same guarantees as one call
+per step, far fewer round-trips).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from stepline.engine import apply as apply_
+from stepline.protocol import models, responses
+from stepline.sdk import client as client_
+from stepline.sdk import execution
+from stepline.sdk import function as function_
+from stepline.storage import records
+
+
+def build_request(
+    run: records.RunRecord,
+    steps: list[records.StepRecord],
+    item: records.QueueItem,
+    fn: function_.Function,
+) -> models.ExecutionRequest:
+    stack = [step.step_id for step in steps]
+    return models.ExecutionRequest(
+        ctx=models.RequestContext(
+            run_id=run.id,
+            attempt=item.attempt,
+            max_attempts=fn.max_attempts,
+            disable_immediate_execution=run.disable_immediate,
+            stack=models.Stack(current=len(stack), stack=stack),
+            step_id=item.step_id if item.kind is records.ItemKind.STEP and item.step_id else "step",
+        ),
+        event=run.events[0] if run.events else {},
+        events=run.events,
+        steps={step.step_id: step.result for step in steps},
+        version=run.request_version,
+    )
+
+
+class CallCheckpointer:
+    """Records inline steps of one call through the applier; usable from the loop or a worker thread."""
+
+    def __init__(
+        self,
+        applier: apply_.Applier,
+        item: records.QueueItem,
+        run_id: str,
+        started_at: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._applier = applier
+        self._item = item
+        self._run_id = run_id
+        self._started_at = started_at
+        self._loop = loop
+
+    async def checkpoint(self, op: models.Op) -> None:
+        await self._applier.checkpoint(self._item, self._run_id, op, self._started_at)
+        self._started_at = self._applier.now_ms()
+
+    def checkpoint_sync(self, op: models.Op) -> None:
+        asyncio.run_coroutine_threadsafe(self.checkpoint(op), self._loop).result()
+
+
+class InProcessTransport:
+    def __init__(self, client: client_.Stepline) -> None:
+        self._client = client
+
+    async def call(
+        self,
+        fn: function_.Function,
+        request: models.ExecutionRequest,
+        checkpointer: CallCheckpointer | None,
+    ) -> responses.CallResponse:
+        if fn.is_async:
+            return await execution.execute(fn, self._client, request, checkpointer=checkpointer)
+        return await asyncio.to_thread(execution.execute_sync, fn, self._client, request, checkpointer=checkpointer)

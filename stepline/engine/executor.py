@@ -1,0 +1,205 @@
+"""The executor: claim ready queue items with a lease, run them, apply the result.
+
+Runs either in the background (``run_forever``: claims while it has free slots, sleeps until
+the next item is due or a commit wakes it) or in burst mode for tests (``run_until_idle``).
+A heartbeat extends the leases of in-flight items, so a long step is never claimed twice
+while its worker lives; if the worker dies, the lease expires and another claims it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from stepline.engine import apply as apply_
+from stepline.engine import clock as clock_
+from stepline.engine import dispatch, transitions
+from stepline.engine import registry as registry_
+from stepline.protocol import models, responses
+from stepline.sdk import function as function_
+from stepline.sdk import replay
+from stepline.storage import records, store
+
+logger = logging.getLogger("stepline.executor")
+
+
+class Executor:
+    def __init__(
+        self,
+        db: store.Store,
+        registry: registry_.Registry,
+        applier: apply_.Applier,
+        transport: dispatch.InProcessTransport,
+        clock: clock_.Clock,
+        *,
+        concurrency: int,
+        lease_ms: int,
+        poll_interval_s: float,
+        on_run_ended: Callable[[str], None],
+        checkpointing: bool = True,
+    ) -> None:
+        self._db = db
+        self._registry = registry
+        self._applier = applier
+        self._transport = transport
+        self._clock = clock
+        self._concurrency = concurrency
+        self._lease_ms = lease_ms
+        self._poll_interval_s = poll_interval_s
+        self._on_run_ended = on_run_ended
+        self._checkpointing = checkpointing
+        self._inflight: dict[str, tuple[records.QueueItem, asyncio.Task[None]]] = {}
+        self._slot_freed = asyncio.Event()
+        self._stopping = False
+
+    # background mode
+    async def run_forever(self) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(), name="stepline-heartbeat")
+        try:
+            while not self._stopping:
+                claimed = await self._claim_and_start()
+                if claimed and len(self._inflight) < self._concurrency:
+                    continue  # the queue may hold more ready work
+                await self._wait(await self._idle_timeout())
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop claiming; give in-flight calls ``grace_s`` to finish, then cancel them (their
+        leases expire and another executor retries them)."""
+        self._stopping = True
+        self._slot_freed.set()
+        tasks = [task for _, task in self._inflight.values()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # burst mode
+    async def run_until_idle(self) -> int:
+        """Process ready items until none is ready and none is in flight; returns how many ran."""
+        processed = 0
+        while True:
+            claimed = await self._claim_and_start()
+            processed += claimed
+            if not self._inflight:
+                if claimed == 0:
+                    return processed
+                continue
+            await asyncio.wait([task for _, task in self._inflight.values()], return_when=asyncio.FIRST_COMPLETED)
+
+    # internals
+    async def _claim_and_start(self) -> int:
+        free = self._concurrency - len(self._inflight)
+        if free <= 0 or self._stopping:
+            return 0
+        now = self._clock.now_ms()
+        items = await self._db.claim(now, free, now + self._lease_ms)
+        for item in items:
+            task = asyncio.create_task(self._process_guarded(item), name=f"stepline-item-{item.id}")
+            self._inflight[item.id] = (item, task)
+            task.add_done_callback(self._finished_callback(item.id))
+        return len(items)
+
+    def _finished_callback(self, item_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def finished(_task: asyncio.Task[None]) -> None:
+            self._inflight.pop(item_id, None)
+            self._slot_freed.set()
+
+        return finished
+
+    async def _idle_timeout(self) -> float:
+        timeout = self._poll_interval_s
+        next_at = await self._db.next_available_at()
+        if next_at is not None:
+            timeout = min(timeout, max(0.0, (next_at - self._clock.now_ms()) / 1000))
+        return timeout
+
+    async def _wait(self, timeout: float) -> None:
+        if timeout <= 0:
+            await asyncio.sleep(0)
+            return
+        self._slot_freed.clear()
+        work = asyncio.ensure_future(self._db.wait_for_work(timeout))
+        slot = asyncio.ensure_future(self._slot_freed.wait())
+        _, pending = await asyncio.wait([work, slot], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for future in pending:
+            future.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _heartbeat(self) -> None:
+        interval = self._lease_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            leases = [(item.id, item.claims) for item, _ in self._inflight.values()]
+            if not leases:
+                continue
+            try:
+                held = await self._db.extend_leases(leases, self._clock.now_ms() + self._lease_ms)
+            except Exception:
+                logger.exception("extending leases failed; will retry")
+                continue
+            lost = {item_id for item_id, _ in leases} - held
+            if lost:
+                logger.warning("lost the lease of %d in-flight item(s): another worker will run them", len(lost))
+
+    async def _process_guarded(self, item: records.QueueItem) -> None:
+        try:
+            await self.process(item)
+        except transitions.LeaseLostError:
+            logger.info("lease of item %s was lost; its new holder carries on", item.id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A storage failure: the lease expires and the item is claimed again.
+            logger.exception("processing queue item %s failed; it will be retried after its lease", item.id)
+
+    async def process(self, item: records.QueueItem) -> None:
+        if item.kind is records.ItemKind.WAKE:
+            await self._applier.wake(item)
+            return
+        if item.kind is records.ItemKind.PAUSE_TIMEOUT:
+            await self._applier.pause_timeout(item)
+            return
+        run = await self._db.get_run(item.run_id)
+        if run is None or run.status.is_terminal:
+            await self._applier.drop(item)
+            return
+        fn = self._registry.get(run.function_id)
+        if fn is None:
+            error = models.error_body(
+                "FunctionNotFoundError",
+                f"no function {run.function_id!r} is registered with this engine; register it and rerun the run",
+            )
+            if (await self._applier.fail_run(item, run.id, error)).ended:
+                self._on_run_ended(run.id)
+            return
+        if run.status is records.RunStatus.QUEUED:
+            await self._applier.mark_running(run.id)
+        await self._call(item, run, fn)
+
+    async def _call(self, item: records.QueueItem, run: records.RunRecord, fn: function_.Function) -> None:
+        steps = await self._db.list_steps(run.id)
+        request = dispatch.build_request(run, steps, item, fn)
+        started_at = self._clock.now_ms()
+        checkpointer = (
+            dispatch.CallCheckpointer(self._applier, item, run.id, started_at, asyncio.get_running_loop())
+            if self._checkpointing
+            else None
+        )
+        try:
+            response = await self._transport.call(fn, request, checkpointer)
+        except transitions.LeaseLostError:
+            raise
+        except Exception as exc:
+            # Not a user error (those come back as responses): a transport or engine fault.
+            response = responses.CallResponse(500, replay.error_to_wire(exc))
+        outcome = responses.interpret(response, self._clock.now_ms())
+        applied = await self._applier.apply_outcome(item, run.id, fn, outcome, started_at)
+        if applied.ended:
+            self._on_run_ended(run.id)

@@ -1,0 +1,164 @@
+"""Accepting events: store them, start the runs they trigger, resume the pauses they match.
+
+All of it happens in the caller's transaction, so an accepted event and its runs exist
+together or not at all. Lifecycle events emitted by ending runs come back through here too
+(that is how ``on_failure`` handlers start and invoking parents resume).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from stepline import errors
+from stepline.engine import registry as registry_
+from stepline.engine import transitions
+from stepline.protocol import expressions
+from stepline.sdk import function as function_
+from stepline.storage import records, store
+
+IDEMPOTENCY_WINDOW_MS = 24 * 3_600_000
+MAX_LIFECYCLE_DEPTH = 8
+
+
+@dataclasses.dataclass(slots=True)
+class IngestResult:
+    event_ids: list[str] = dataclasses.field(default_factory=list)
+    """Public ids of the accepted events, in order."""
+    run_ids: list[str] = dataclasses.field(default_factory=list)
+    """Runs started, in order."""
+    resumed_runs: list[str] = dataclasses.field(default_factory=list)
+
+
+def normalise_event(raw: dict[str, Any], now: int) -> records.EventRecord:
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise errors.ConfigurationError("an event needs a non-empty string 'name'")
+    data = raw.get("data")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise errors.ConfigurationError(f"event {name!r}: 'data' must be a JSON object")
+    internal_id = transitions.new_id()
+    ts = raw.get("ts")
+    event_id = raw.get("id")
+    return records.EventRecord(
+        internal_id=internal_id,
+        id=str(event_id) if event_id not in (None, "") else internal_id,
+        name=name,
+        data=data,
+        ts=int(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else now,
+        received_at=now,
+        user=dict(raw.get("user") or {}),
+        v=raw.get("v"),
+    )
+
+
+class Ingestor:
+    def __init__(self, registry: registry_.Registry) -> None:
+        self.registry = registry
+
+    async def ingest(
+        self, tx: store.Transaction, raw_events: list[dict[str, Any]], now: int, *, depth: int = 0
+    ) -> IngestResult:
+        result = IngestResult()
+        for raw in raw_events:
+            event = normalise_event(raw, now)
+            await tx.insert_event(event)
+            result.event_ids.append(event.id)
+            wire = event.to_wire()
+            for fn in self._targets(wire):
+                run_id = await self.start_run(tx, fn, [wire], event.internal_id, now)
+                if run_id is not None:
+                    result.run_ids.append(run_id)
+            result.resumed_runs.extend(await self._resume_pauses(tx, wire, now, depth))
+        return result
+
+    def _targets(self, wire: dict[str, Any]) -> list[function_.Function]:
+        if wire["name"] == transitions.INVOKED_EVENT:
+            target = (wire["data"].get("_inngest") or {}).get("fn_id")
+            fn = self.registry.get(str(target))
+            return [fn] if fn is not None else []
+        return self.registry.triggered_by(wire)
+
+    async def start_run(
+        self,
+        tx: store.Transaction,
+        fn: function_.Function,
+        events: list[dict[str, Any]],
+        event_internal_id: str,
+        now: int,
+    ) -> str | None:
+        """Create a run and its first queue item; None if the event id already started this function."""
+        run_id = transitions.new_id()
+        key = str(events[0].get("id"))
+        if not await tx.claim_idempotency_key(fn.composite_id, key, run_id, now, now + IDEMPOTENCY_WINDOW_MS):
+            return None
+        correlation = (events[0].get("data", {}).get("_inngest") or {}).get("correlation_id")
+        run = records.RunRecord(
+            id=run_id,
+            function_id=fn.composite_id,
+            event_id=event_internal_id,
+            events=events,
+            status=records.RunStatus.QUEUED,
+            created_at=now,
+            correlation_id=str(correlation) if correlation and events[0]["name"] == transitions.INVOKED_EVENT else None,
+        )
+        await tx.insert_run(run)
+        await tx.enqueue(transitions.discover_item(run, now))
+        return run_id
+
+    async def _resume_pauses(self, tx: store.Transaction, wire: dict[str, Any], now: int, depth: int) -> list[str]:
+        resumed: list[str] = []
+        if wire["name"] == transitions.FINISHED_EVENT:
+            correlation = wire["data"].get("correlation_id")
+            if correlation:
+                pause = await tx.pause_by_correlation(str(correlation))
+                if pause is not None:
+                    data = wire["data"]
+                    result = {"error": data["error"]} if "error" in data else {"data": data.get("result")}
+                    if await self.resume(tx, pause, result, now, depth=depth):
+                        resumed.append(pause.run_id)
+            return resumed
+        for pause in await tx.pauses_for_event(wire["name"]):
+            if pause.kind is not records.PauseKind.WAIT or pause.created_at > now:
+                continue
+            variables = {"event": pause.event or {}, "async": wire}
+            if pause.expression and not expressions.matches(pause.expression, variables):
+                continue
+            if await self.resume(tx, pause, wire, now, depth=depth):
+                resumed.append(pause.run_id)
+        return resumed
+
+    async def resume(
+        self, tx: store.Transaction, pause: records.PauseRecord, result: Any, now: int, *, depth: int = 0
+    ) -> bool:
+        """Resume a paused run with ``result`` as the step's memo; False if someone else did."""
+        if not await tx.delete_pause(pause.id):
+            return False
+        await tx.delete_item(pause.timeout_item_id)
+        run = await tx.lock_run(pause.run_id)
+        if run is None or run.status.is_terminal:
+            return False
+        kind = "wait" if pause.kind is records.PauseKind.WAIT else "invoke"
+        await transitions.record_step(
+            tx,
+            run,
+            step_id=pause.step_id,
+            name=pause.step_id,
+            kind=kind,
+            result=result,
+            attempts=1,
+            started_at=pause.created_at,
+            now=now,
+        )
+        await transitions.continue_if_ready(tx, run, now)
+        await tx.update_run(run)
+        return True
+
+    async def ingest_lifecycle(
+        self, tx: store.Transaction, lifecycle: list[dict[str, Any]], now: int, depth: int = 0
+    ) -> None:
+        """Ingest events emitted by a run's end (guarding against runaway chains)."""
+        if lifecycle and depth < MAX_LIFECYCLE_DEPTH:
+            await self.ingest(tx, lifecycle, now, depth=depth + 1)

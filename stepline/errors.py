@@ -1,0 +1,105 @@
+"""Stepline's one exception tree.
+
+::
+
+    SteplineError
+    ├── ConfigurationError          bad function definition or engine setting (raised at definition time)
+    │   └── ExpressionError         a CEL expression that does not compile
+    ├── StorageError                the database could not be reached or answered unexpectedly
+    │   └── MigrationError          the schema could not be brought up to date
+    ├── SerializationError          a value that must cross the wire is not JSON-serialisable
+    ├── FunctionNotFoundError       no registered function has that id
+    ├── RunNotFoundError            no run has that id
+    ├── RunTimeoutError             wait_for_run gave up before the run ended
+    ├── NonDeterminismError         a function changed its steps between calls
+    ├── NonRetriableError           raised by users: fail the step (or run) now, no retries
+    ├── RetryAfterError             raised by users: retry, but not before the given delay
+    └── StepError                   a step failed for good; raised inside the function on replay
+
+Control flow inside the replay engine uses ``*Interrupt`` classes derived from
+``BaseException`` (see ``stepline.sdk.execution``) so that a user's ``except Exception``
+cannot swallow them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+
+class SteplineError(Exception):
+    """Base class of every error Stepline raises."""
+
+
+class ConfigurationError(SteplineError):
+    """A function or engine was configured with a value that cannot work."""
+
+
+class ExpressionError(ConfigurationError):
+    """A CEL expression failed to compile or evaluate."""
+
+
+class StorageError(SteplineError):
+    """The database failed or could not be reached."""
+
+
+class MigrationError(StorageError):
+    """The database schema could not be migrated."""
+
+
+class SerializationError(SteplineError):
+    """A value that must be stored or sent is not JSON-serialisable."""
+
+
+class FunctionNotFoundError(SteplineError):
+    """No function with that id is registered."""
+
+
+class RunNotFoundError(SteplineError):
+    """No run with that id exists."""
+
+
+class RunTimeoutError(SteplineError):
+    """A run did not reach a terminal state within the time allowed."""
+
+
+class NonDeterminismError(SteplineError):
+    """The function's steps differ from what was recorded on earlier calls."""
+
+
+class NonRetriableError(SteplineError):
+    """Raise from a step or function to fail at once, without further retries."""
+
+
+class RetryAfterError(SteplineError):
+    """Raise from a step or function to retry no earlier than ``retry_after``.
+
+    ``retry_after`` is a delay (``timedelta`` or seconds) or an absolute ``datetime``.
+    """
+
+    def __init__(self, message: str, retry_after: timedelta | float | datetime) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StepError(SteplineError):
+    """A step failed for good. Raised where the function awaited that step.
+
+    Catch it to recover; leave it uncaught and the run fails with this error.
+    """
+
+    def __init__(self, message: str, *, name: str = "Error", stack: str | None = None, step_id: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.name = name
+        self.stack = stack
+        self.step_id = step_id
+
+    @classmethod
+    def from_wire(cls, error: dict[str, Any], step_id: str = "") -> StepError:
+        return cls(
+            str(error.get("message", "")),
+            name=str(error.get("name", "Error")),
+            stack=error.get("stack"),
+            step_id=step_id,
+        )

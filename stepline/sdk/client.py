@@ -1,0 +1,98 @@
+"""``Stepline``: the app's client. Defines functions and sends events."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from stepline import errors
+from stepline.sdk import events as events_
+from stepline.sdk import function as function_
+from stepline.sdk import triggers as triggers_
+
+
+class EventSender(Protocol):
+    """Where ``client.send`` delivers events: an embedded engine or (later) a server over HTTP."""
+
+    async def send_events(self, events: list[dict[str, Any]]) -> list[str]:
+        """Store the events (wire form); return their ids in order."""
+        ...
+
+    def send_events_sync(self, events: list[dict[str, Any]]) -> list[str]:
+        """The same, from a thread that is not running the event loop (sync functions)."""
+        ...
+
+
+class Stepline:
+    """``client = stepline.Stepline(app_id="roleready")``; then ``@client.function(...)``."""
+
+    def __init__(self, app_id: str) -> None:
+        self.app_id = function_.validate_id("app", app_id)
+        self._sender: EventSender | None = None
+
+    def function(
+        self,
+        *,
+        id: str,
+        trigger: triggers_.Trigger | None = None,
+        triggers: Sequence[triggers_.Trigger] = (),
+        retries: int | None = None,
+        on_failure: function_.Handler | function_.Function | None = None,
+        name: str | None = None,
+    ) -> Callable[[function_.Handler], function_.Function]:
+        """Declare a durable function. ``retries=N`` allows N retries per step (N+1 attempts; default 4)."""
+        function_.validate_id("function", id)
+        all_triggers = (trigger, *triggers) if trigger is not None else tuple(triggers)
+        for item in all_triggers:
+            if not isinstance(item, triggers_.EventTrigger | triggers_.CronTrigger):
+                raise errors.ConfigurationError(
+                    f"trigger of {id!r} must come from stepline.on_event(...) or stepline.on_cron(...), got {item!r}"
+                )
+        retry_count = function_.validate_retries(retries)
+
+        def decorate(handler: function_.Handler) -> function_.Function:
+            if not callable(handler):
+                raise errors.ConfigurationError(f"@client.function(id={id!r}) must decorate a function")
+            fn = function_.Function(
+                id=id,
+                app_id=self.app_id,
+                name=name or id,
+                handler=handler,
+                triggers=all_triggers,
+                retries=retry_count,
+                is_async=function_.is_async_handler(handler),
+            )
+            if on_failure is not None:
+                fn = dataclasses.replace(fn, on_failure=function_.make_failure_function(fn, on_failure))
+            return fn
+
+        return decorate
+
+    def attach_sender(self, sender: EventSender | None) -> None:
+        """Route ``send`` to ``sender`` (the embedded engine does this when it starts)."""
+        self._sender = sender
+
+    async def send(self, events: events_.Event | Sequence[events_.Event]) -> list[str]:
+        """Send one event or several; returns their ids."""
+        return await self._require_sender().send_events(_to_wire(events))
+
+    def send_sync(self, events: events_.Event | Sequence[events_.Event]) -> list[str]:
+        """``send`` for synchronous code running outside the event loop."""
+        return self._require_sender().send_events_sync(_to_wire(events))
+
+    def _require_sender(self) -> EventSender:
+        if self._sender is None:
+            raise errors.ConfigurationError(
+                f"client {self.app_id!r} has nowhere to send events: start a stepline.Engine with it first"
+            )
+        return self._sender
+
+
+def _to_wire(events: events_.Event | Sequence[events_.Event]) -> list[dict[str, Any]]:
+    batch = [events] if isinstance(events, events_.Event) else list(events)
+    for event in batch:
+        if not isinstance(event, events_.Event):
+            raise errors.ConfigurationError(f"send() takes stepline.Event objects, got {type(event).__name__}")
+        events_.validate_event_name(event.name)
+    return [event.to_wire() for event in batch]

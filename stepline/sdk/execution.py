@@ -1,0 +1,135 @@
+"""Running one call of a function against an execution request.
+
+Both transports use this: the HTTP serve handler and the embedded engine's in-process
+call. The result is a ``CallResponse`` (status, body, retry headers), whatever happened:
+user errors become responses, never exceptions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, cast
+
+from stepline import errors
+from stepline.protocol import models, responses
+from stepline.sdk import client as client_
+from stepline.sdk import context, replay
+from stepline.sdk import events as events_
+from stepline.sdk import function as function_
+from stepline.sdk import step as step_
+
+logger = logging.getLogger("stepline.function")
+
+_NO_RETRY_ERRORS = (
+    errors.NonRetriableError,
+    errors.StepError,
+    errors.NonDeterminismError,
+    errors.SerializationError,
+    errors.ConfigurationError,
+)
+
+
+def _contexts(
+    function: function_.Function, request: models.ExecutionRequest, state: replay.ReplayState
+) -> tuple[events_.Event, list[events_.Event]]:
+    event = events_.Event.from_wire(request.event)
+    batch = [events_.Event.from_wire(item) for item in request.events] or [event]
+    return event, batch
+
+
+def _completed(state: replay.ReplayState, output: Any) -> responses.CallResponse:
+    state.check_all_memo_reached(None)
+    try:
+        json.dumps(output)
+    except (TypeError, ValueError) as exc:
+        problem = errors.SerializationError(
+            f"the function returned a value that is not JSON-serialisable ({type(output).__name__}): {exc}"
+        )
+        return _failed(problem)
+    return responses.CallResponse(200, output)
+
+
+def _interrupted(interrupt: replay.StepInterrupt) -> responses.CallResponse:
+    return responses.CallResponse(206, [op.to_wire() for op in interrupt.ops], retry_after=interrupt.retry_after)
+
+
+def _failed(exc: BaseException) -> responses.CallResponse:
+    retry_after = None
+    if isinstance(exc, errors.RetryAfterError):
+        retry_after = replay.format_retry_after(exc.retry_after)
+    return responses.CallResponse(
+        500, replay.error_to_wire(exc), no_retry=isinstance(exc, _NO_RETRY_ERRORS), retry_after=retry_after
+    )
+
+
+def _skipped(request: models.ExecutionRequest) -> responses.CallResponse:
+    error = models.error_body(
+        "StepNotFound",
+        f"step {request.target_step} was not reached by this call; the function's steps changed",
+    )
+    return responses.CallResponse(500, error | {"code": "step_unexpected"})
+
+
+async def execute(
+    function: function_.Function,
+    client: client_.Stepline,
+    request: models.ExecutionRequest,
+    *,
+    checkpointer: step_.Checkpointer | None = None,
+) -> responses.CallResponse:
+    """One call of an ``async def`` function (sync functions: ``execute_sync``, in a worker thread)."""
+    if not function.is_async:
+        raise errors.ConfigurationError(f"{function.id!r} is synchronous: call execute_sync in a thread")
+    state = replay.ReplayState(request, checkpointing=checkpointer is not None)
+    event, batch = _contexts(function, request, state)
+    ctx = context.Context(
+        event=event,
+        events=batch,
+        run_id=request.ctx.run_id,
+        function_id=function.composite_id,
+        attempt=request.ctx.attempt,
+        logger=logger,
+        step=step_.Step(state, client, checkpointer),
+    )
+    try:
+        output = await cast(function_.AsyncHandler, function.handler)(ctx)
+    except replay.StepInterrupt as interrupt:
+        return _interrupted(interrupt)
+    except replay.SkipInterrupt:
+        return _skipped(request)
+    except Exception as exc:
+        return _failed(exc)
+    return _completed(state, output)
+
+
+def execute_sync(
+    function: function_.Function,
+    client: client_.Stepline,
+    request: models.ExecutionRequest,
+    *,
+    checkpointer: step_.Checkpointer | None = None,
+) -> responses.CallResponse:
+    """One call of a plain ``def`` function. Blocks: run it off the event loop."""
+    if function.is_async:
+        raise errors.ConfigurationError(f"{function.id!r} is async: call execute")
+    state = replay.ReplayState(request, checkpointing=checkpointer is not None)
+    event, batch = _contexts(function, request, state)
+    ctx = context.ContextSync(
+        event=event,
+        events=batch,
+        run_id=request.ctx.run_id,
+        function_id=function.composite_id,
+        attempt=request.ctx.attempt,
+        logger=logger,
+        step=step_.StepSync(state, client, checkpointer),
+    )
+    try:
+        output = cast(function_.SyncHandler, function.handler)(ctx)
+    except replay.StepInterrupt as interrupt:
+        return _interrupted(interrupt)
+    except replay.SkipInterrupt:
+        return _skipped(request)
+    except Exception as exc:
+        return _failed(exc)
+    return _completed(state, output)

@@ -1,0 +1,168 @@
+"""Rows as the engine sees them: plain dataclasses, JSON already decoded.
+
+Times are epoch milliseconds (``int``). Ids are ULID strings unless noted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+JSON = Any
+"""A value that round-trips through ``json.dumps``/``json.loads``."""
+
+
+class RunStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class ItemKind(enum.StrEnum):
+    """What claiming a queue item asks the executor to do."""
+
+    DISCOVER = "discover"
+    """Call the function with ``stepId=step``: replay and stop at the first new step."""
+    STEP = "step"
+    """Call the function targeting one planned step (``step_id``)."""
+    WAKE = "wake"
+    """A sleep (``step_id``) is over: record it and continue the run."""
+    PAUSE_TIMEOUT = "pause_timeout"
+    """A wait or invoke pause (``payload['pause_id']``) expired."""
+
+
+class PauseKind(enum.StrEnum):
+    WAIT = "wait"
+    INVOKE = "invoke"
+
+
+@dataclasses.dataclass(slots=True)
+class EventRecord:
+    internal_id: str
+    """Stepline's own ULID for this stored event."""
+    id: str
+    """The event's public id: user-supplied, else ``internal_id``. Idempotency key of the runs it starts."""
+    name: str
+    data: dict[str, JSON]
+    ts: int
+    received_at: int
+    user: dict[str, JSON] = dataclasses.field(default_factory=dict)
+    v: str | None = None
+
+    def to_wire(self) -> dict[str, JSON]:
+        """The event as SDKs receive it in execution requests."""
+        wire: dict[str, JSON] = {
+            "id": self.id,
+            "name": self.name,
+            "data": self.data,
+            "ts": self.ts,
+            "user": self.user,
+        }
+        if self.v is not None:
+            wire["v"] = self.v
+        return wire
+
+
+@dataclasses.dataclass(slots=True)
+class RunRecord:
+    id: str
+    function_id: str
+    """Composite function id ``<app_id>-<fn_id>``."""
+    event_id: str
+    """``internal_id`` of the (first) triggering event."""
+    events: list[dict[str, JSON]]
+    """Triggering events in wire form; one unless the run is a batch."""
+    status: RunStatus
+    created_at: int
+    started_at: int | None = None
+    ended_at: int | None = None
+    output: JSON = None
+    error: dict[str, JSON] | None = None
+    pending: list[str] = dataclasses.field(default_factory=list)
+    """Hashed step ids the run waits on before its next discovery call."""
+    disable_immediate: bool = False
+    """Set after a response with several ops: SDKs then plan new steps instead of running them inline."""
+    request_version: int = -1
+    step_count: int = 0
+    """Number of recorded steps; the next recorded step gets ``seq = step_count``."""
+    correlation_id: str | None = None
+    """For a run started by ``invoke``: ``<parent run id>.<hashed step id>``."""
+
+
+@dataclasses.dataclass(slots=True)
+class StepRecord:
+    run_id: str
+    step_id: str
+    """Hashed step id (sha1 hex of the user id, ``id:n`` for repeats)."""
+    name: str
+    """The user's step id, for display."""
+    kind: str
+    """``run``, ``sleep``, ``wait``, ``invoke``, ``send_event``..."""
+    result: JSON
+    """The memo value sent back to the SDK: ``{"data": x}``, ``{"error": {...}}``, an event, or ``None``."""
+    seq: int
+    """Completion order within the run (the protocol's stack)."""
+    attempts: int
+    started_at: int
+    ended_at: int
+
+
+@dataclasses.dataclass(slots=True)
+class QueueItem:
+    id: str
+    run_id: str
+    kind: ItemKind
+    available_at: int
+    """When the item may be claimed. While leased, the lease expiry."""
+    attempt: int = 0
+    """Attempt number of this item's call (0 first); drives per-step retries."""
+    step_id: str | None = None
+    payload: dict[str, JSON] = dataclasses.field(default_factory=dict)
+    claims: int = 0
+    """Incremented by every claim; the lease token the holder must present to change the item."""
+    created_at: int = 0
+
+
+@dataclasses.dataclass(slots=True)
+class PauseRecord:
+    id: str
+    run_id: str
+    step_id: str
+    kind: PauseKind
+    expires_at: int
+    created_at: int
+    timeout_item_id: str
+    """The PAUSE_TIMEOUT queue item to delete when the pause is resumed."""
+    event_name: str | None = None
+    """For waits: the awaited event name."""
+    expression: str | None = None
+    """For waits: CEL over ``event`` (the run's trigger) and ``async`` (the candidate)."""
+    event: dict[str, JSON] | None = None
+    """The run's triggering event, the ``event`` variable of ``expression``."""
+    correlation_id: str | None = None
+    """For invokes: ``<run id>.<step id>``, carried by the child's ``function.finished`` event."""
+
+
+@dataclasses.dataclass(slots=True)
+class FunctionRecord:
+    id: str
+    app_id: str
+    name: str
+    config: dict[str, JSON]
+    """The function's wire configuration (triggers, retries, flow control)."""
+    updated_at: int
+
+
+@dataclasses.dataclass(slots=True)
+class CronRecord:
+    function_id: str
+    schedule: str
+    """The cron expression, possibly with a ``TZ=`` prefix."""
+    next_fire_at: int

@@ -1,0 +1,153 @@
+"""The ``Store`` protocol: the domain verbs the engine needs, with no SQL in sight.
+
+Two backends implement it (``storage.sqlite`` and ``storage.postgres``). The engine composes
+the fine-grained verbs of ``Transaction`` into the atomic state changes the execution
+semantics require (record a step *and* enqueue the continuation; insert an event *and* its
+runs), so that logic lives once, in the engine, not once per backend.
+
+Leases: claiming an item pushes its ``available_at`` to the lease expiry and increments
+``claims``. The holder presents ``claims`` as its token to ``complete_item``,
+``reschedule_item`` and ``extend_leases``; a stale holder (its lease expired and someone
+else claimed the item) gets ``False`` and must roll its transaction back. One index on
+``available_at`` therefore serves both ready items and expired leases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from stepline.storage import records
+
+
+class Transaction(Protocol):
+    """One atomic unit of work. Created by ``Store.transaction()``; commits on clean exit."""
+
+    # events and runs
+    async def insert_event(self, event: records.EventRecord) -> None: ...
+
+    async def insert_run(self, run: records.RunRecord) -> None: ...
+
+    async def claim_idempotency_key(self, function_id: str, key: str, run_id: str, now: int, expires_at: int) -> bool:
+        """Reserve ``key`` for ``function_id``; False if an unexpired reservation exists."""
+        ...
+
+    async def lock_run(self, run_id: str) -> records.RunRecord | None:
+        """Read a run and hold it against concurrent change until the transaction ends."""
+        ...
+
+    async def update_run(self, run: records.RunRecord) -> None:
+        """Write every mutable field of ``run`` (status, times, output, error, pending,
+        disable_immediate, request_version, step_count)."""
+        ...
+
+    # steps (the memo)
+    async def record_step(self, step: records.StepRecord) -> bool:
+        """Insert a step result. False, and nothing changed, if that step was already recorded:
+        a recorded result is never overwritten."""
+        ...
+
+    # queue
+    async def enqueue(self, item: records.QueueItem) -> None: ...
+
+    async def complete_item(self, item_id: str, claims: int) -> bool:
+        """Delete a leased item; False if the lease was lost (``claims`` differs or item gone)."""
+        ...
+
+    async def reschedule_item(self, item: records.QueueItem, claims: int) -> bool:
+        """Overwrite kind, step_id, attempt, available_at and payload of a leased item
+        (``item.id``), releasing the lease; False if the lease was lost."""
+        ...
+
+    async def delete_item(self, item_id: str) -> None:
+        """Delete an item whatever its lease (e.g. the timeout of a resumed pause)."""
+        ...
+
+    async def delete_run_items(self, run_id: str) -> int:
+        """Delete every queue item of a run; returns how many."""
+        ...
+
+    # pauses
+    async def insert_pause(self, pause: records.PauseRecord) -> None: ...
+
+    async def pauses_for_event(self, event_name: str) -> list[records.PauseRecord]:
+        """Wait pauses awaiting ``event_name``, oldest first."""
+        ...
+
+    async def pause_by_correlation(self, correlation_id: str) -> records.PauseRecord | None: ...
+
+    async def get_pause(self, pause_id: str) -> records.PauseRecord | None: ...
+
+    async def delete_pause(self, pause_id: str) -> bool:
+        """Delete a pause; True only for the one transaction that deleted it (it wins the resume)."""
+        ...
+
+    async def delete_run_pauses(self, run_id: str) -> int: ...
+
+    # functions and cron
+    async def upsert_function(self, function: records.FunctionRecord) -> None: ...
+
+    async def get_cron(self, function_id: str) -> records.CronRecord | None: ...
+
+    async def upsert_cron(self, cron: records.CronRecord) -> None: ...
+
+    async def delete_crons_except(self, function_ids: Sequence[str], app_id: str) -> None:
+        """Drop cron rows of ``app_id``'s functions that are not in ``function_ids``."""
+        ...
+
+    async def advance_cron(self, function_id: str, expected_next: int, new_next: int) -> bool:
+        """Compare-and-set ``next_fire_at``; True for the one caller that moved it."""
+        ...
+
+
+class Store(Protocol):
+    """A database holding Stepline's state. Obtain one with ``storage.open_store(url)``."""
+
+    backend: str
+    """``"sqlite"`` or ``"postgres"``."""
+
+    async def close(self) -> None: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """A transaction that commits when the block exits cleanly and rolls back otherwise."""
+        ...
+
+    # claiming (each its own short transaction)
+    async def claim(self, now: int, limit: int, lease_until: int) -> list[records.QueueItem]:
+        """Lease up to ``limit`` items with ``available_at <= now``, oldest first; never the
+        same item to two concurrent callers."""
+        ...
+
+    async def extend_leases(self, leases: Sequence[tuple[str, int]], lease_until: int) -> set[str]:
+        """Push the lease of each ``(item_id, claims)`` still held; returns the ids still held."""
+        ...
+
+    async def next_available_at(self) -> int | None:
+        """The earliest ``available_at`` in the queue, or None when the queue is empty."""
+        ...
+
+    async def due_crons(self, now: int) -> list[records.CronRecord]: ...
+
+    # reads
+    async def get_run(self, run_id: str) -> records.RunRecord | None: ...
+
+    async def list_steps(self, run_id: str) -> list[records.StepRecord]:
+        """Recorded steps of a run in ``seq`` order."""
+        ...
+
+    async def get_event(self, internal_id: str) -> records.EventRecord | None: ...
+
+    async def runs_for_event(self, internal_id: str) -> list[records.RunRecord]: ...
+
+    async def count_queue(self) -> int: ...
+
+    # wake-ups
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when work may be ready, or after ``timeout`` seconds.
+
+        A transaction that enqueued or rescheduled an item wakes waiters when it commits:
+        in this process directly, and in other processes through ``NOTIFY`` on PostgreSQL.
+        SQLite has no cross-process signal; other processes find the work at their next poll.
+        """
+        ...

@@ -1,0 +1,51 @@
+"""Choosing and opening a backend from a database URL."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from stepline import errors
+from stepline.storage import store
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DatabaseURL:
+    backend: str
+    """``sqlite`` or ``postgres``."""
+    target: str
+    """A file path for SQLite; the libpq connection string for PostgreSQL."""
+
+
+def parse_database_url(url: str) -> DatabaseURL:
+    """``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or ``postgresql://...``."""
+    if url.startswith("sqlite://"):
+        rest = url.removeprefix("sqlite://")
+        if not rest.startswith("/") or rest == "/":
+            raise errors.ConfigurationError(
+                f"invalid SQLite URL {url!r}: use sqlite:///relative/file.db or sqlite:////absolute/file.db"
+            )
+        path = rest[1:]
+        return DatabaseURL("sqlite", path)
+    if url.startswith(("postgresql://", "postgres://")):
+        return DatabaseURL("postgres", url)
+    raise errors.ConfigurationError(
+        f"unsupported database URL {url!r}: expected sqlite:///path/to/file.db or postgresql://user@host/db"
+    )
+
+
+async def open_store(url: str, *, pool_size: int = 10, migrate: bool = True) -> store.Store:
+    """Open (creating if needed) the database at ``url`` and bring its schema up to date.
+
+    ``pool_size`` bounds PostgreSQL connections; SQLite uses one connection.
+    """
+    parsed = parse_database_url(url)
+    if parsed.backend == "sqlite":
+        from stepline.storage.sqlite import store as sqlite_store
+
+        path = Path(parsed.target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return await sqlite_store.SQLiteStore.open(path, migrate=migrate)
+    from stepline.storage.postgres import store as postgres_store
+
+    return await postgres_store.PostgresStore.open(parsed.target, pool_size=pool_size, migrate=migrate)
