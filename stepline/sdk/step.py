@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from stepline import errors
 from stepline.protocol import durations, hashing, models, opcodes
@@ -116,15 +116,21 @@ class _StepBase:
 class Step(_StepBase):
     """Async step tools: ``await ctx.step.run("id", fn, *args)`` and friends."""
 
-    async def run(
-        self, step_id: str, fn: Callable[..., T] | Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
-    ) -> T:
-        """Run ``fn(*args, **kwargs)`` once; its JSON result is recorded and returned on every replay."""
+    @overload
+    async def run(self, step_id: str, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T: ...
+
+    @overload
+    async def run(self, step_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
+
+    async def run(self, step_id: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` once; its JSON result is recorded and returned on every replay.
+
+        ``fn`` may be a plain or an ``async`` callable.
+        """
         step = self._state.identify(step_id)
         found, memo = self._recorded(step)
         if found:
-            result: T = replay.ReplayState.unwrap(step, memo)
-            return result
+            return replay.ReplayState.unwrap(step, memo)
         decision = self._state.decide_run(step)
         if decision is replay.Decision.SKIP:
             raise replay.SkipInterrupt()

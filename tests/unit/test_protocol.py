@@ -1,0 +1,91 @@
+"""The pure wire pieces: step-id hashing, durations, Retry-After, response interpretation, backoff."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stepline import errors
+from stepline.engine import backoff
+from stepline.protocol import durations, hashing, responses
+
+
+def test_step_ids_hash_as_the_protocol_does() -> None:
+    assert hashing.hash_step_id("a") == "86f7e437faa5a7fce15d1ddcb9eaeaea377667b8"
+    assert hashing.hash_step_id("my-step-id") == "e7d8a2f140845095749d60246ff1110c9d01d76a"
+    assert hashing.indexed_step_id("a", 0) == "a"
+    assert hashing.hash_step_id(hashing.indexed_step_id("a", 1)) == "de89bfaf06245091a7873290a793604612302247"
+
+
+@given(st.text(min_size=1), st.integers(min_value=0, max_value=50))
+def test_repeated_step_ids_never_collide_with_the_first_use(step_id: str, uses: int) -> None:
+    first = hashing.hash_step_id(hashing.indexed_step_id(step_id, 0))
+    later = hashing.hash_step_id(hashing.indexed_step_id(step_id, uses + 1))
+    assert first != later
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [("10s", 10_000), ("1m", 60_000), ("1h30m", 5_400_000), ("500ms", 500), ("1d", 86_400_000), ("1w", 604_800_000)],
+)
+def test_time_strings_parse(text: str, ms: int) -> None:
+    assert durations.parse_duration_ms(text) == ms
+
+
+@pytest.mark.parametrize("text", ["", "10", "s", "1x", "1h 30m", "-1s", "abc"])
+def test_bad_time_strings_name_the_problem(text: str) -> None:
+    with pytest.raises(errors.ConfigurationError, match="invalid duration"):
+        durations.parse_duration_ms(text)
+
+
+@given(st.integers(min_value=0, max_value=10**12))
+def test_durations_round_trip(ms: int) -> None:
+    assert durations.parse_duration_ms(durations.format_duration_ms(ms)) == ms
+
+
+def test_retry_after_accepts_seconds_and_dates_and_clamps() -> None:
+    now = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    assert responses.parse_retry_after("30", now) == 30_000
+    assert responses.parse_retry_after("0", now) == 1_000  # clamped up to 1 s
+    assert responses.parse_retry_after("2026-01-01T00:01:00Z", now) == 60_000
+    assert responses.parse_retry_after("Thu, 01 Jan 2026 00:00:10 GMT", now) == 10_000
+    assert responses.parse_retry_after("2027-01-01T00:00:00Z", now) == 24 * 3_600_000  # clamped down to 24 h
+    assert responses.parse_retry_after("soon", now) is None
+    assert responses.parse_retry_after(None, now) is None
+
+
+def test_interpret_reads_each_kind_of_response() -> None:
+    assert isinstance(responses.interpret(responses.CallResponse(200, {"ok": 1}), 0), responses.Completed)
+    ops = responses.interpret(responses.CallResponse(206, [{"op": "StepRun", "id": "x", "data": 1}]), 0)
+    assert isinstance(ops, responses.Ops)
+    assert ops.ops[0].data == 1
+    single = responses.interpret(responses.CallResponse(206, {"op": "Sleep", "id": "y", "name": "1s"}), 0)
+    assert isinstance(single, responses.Ops)
+    assert len(single.ops) == 1
+    failed = responses.interpret(responses.CallResponse(500, {"name": "E", "message": "m"}, no_retry=True), 0)
+    assert isinstance(failed, responses.Errored)
+    assert not failed.retriable
+    assert failed.error["message"] == "m"
+    not_sdk = responses.interpret(responses.CallResponse(200, "<html>", sdk=None), 0)
+    assert isinstance(not_sdk, responses.Errored)
+    assert not_sdk.retriable
+    malformed = responses.interpret(responses.CallResponse(206, [{"op": "Nope", "id": "x"}]), 0)
+    assert isinstance(malformed, responses.Errored)
+    assert "malformed" in malformed.error["message"]
+
+
+@given(st.integers(min_value=0, max_value=40), st.integers(min_value=0, max_value=2**32))
+def test_backoff_stays_within_bounds(attempt: int, seed: int) -> None:
+    delay = backoff.retry_delay_ms(attempt, random.Random(seed))
+    ceiling = min(backoff.CAP_MS, backoff.BASE_MS * 2**attempt)
+    assert ceiling // 2 <= delay <= ceiling
+    assert delay <= backoff.CAP_MS
+
+
+def test_backoff_grows_with_attempts() -> None:
+    rng = random.Random(1)
+    assert backoff.retry_delay_ms(0, rng) <= 1_000 < backoff.retry_delay_ms(5, rng)
