@@ -29,6 +29,13 @@ INVOKE_TIMEOUT_ERROR = {
 }
 
 
+_STEP_KINDS = {
+    opcodes.Opcode.WAIT_FOR_EVENT: "wait",
+    opcodes.Opcode.INVOKE_FUNCTION: "invoke",
+    opcodes.Opcode.SLEEP: "sleep",
+}
+
+
 @dataclasses.dataclass(slots=True)
 class Applied:
     ended: bool = False
@@ -310,7 +317,7 @@ class Applier:
         started_at: int,
         now: int,
     ) -> bool:
-        kind = str((op.opts or {}).get("type") or "step.run").removeprefix("step.")
+        kind = _STEP_KINDS.get(op.op) or str((op.opts or {}).get("type") or "step.run").removeprefix("step.")
         await transitions.record_step(
             tx,
             run,

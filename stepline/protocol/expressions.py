@@ -9,10 +9,10 @@ are available. A missing attribute makes a match false instead of raising, as in
 from __future__ import annotations
 
 import functools
+import importlib
 import json
+from types import ModuleType
 from typing import Any
-
-import cel
 
 from stepline import errors
 
@@ -23,13 +23,20 @@ _FUNCTIONS: dict[str, Any] = {
 }
 
 
+@functools.cache
+def _cel() -> ModuleType:
+    """The CEL library, imported on first use: its package also loads an interactive CLI
+    (prompt_toolkit) costing ~0.7 s, which apps without expressions should not pay."""
+    return importlib.import_module("cel")
+
+
 @functools.lru_cache(maxsize=4096)
 def compile_expression(source: str) -> Any:
     """A compiled program; raises ``ExpressionError`` quoting the expression and the parser's reason."""
     if not source.strip():
         raise errors.ExpressionError("expression is empty")
     try:
-        return cel.compile(source)
+        return _cel().compile(source)
     except (ValueError, RuntimeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise errors.ExpressionError(f"expression {source!r} does not compile: {reason}") from None
@@ -38,7 +45,7 @@ def compile_expression(source: str) -> Any:
 def evaluate(source: str, variables: dict[str, Any]) -> Any:
     """The value of ``source``; raises ``ExpressionError`` when evaluation fails."""
     program = compile_expression(source)
-    context = cel.Context(variables, _FUNCTIONS)
+    context = _cel().Context(variables, _FUNCTIONS)
     try:
         return program.execute(context)
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:

@@ -188,7 +188,7 @@ class Step(_StepBase):
         step = self._state.identify(step_id)
         found, memo = self._recorded(step)
         if found:
-            return events_.Event.from_wire(memo) if isinstance(memo, dict) else None
+            return _recorded_event(step, memo)
         self._pause(step, self._state.wait_op(step, event=event, if_exp=if_exp, timeout=timeout))
         return None  # pragma: no cover - _pause always raises
 
@@ -280,7 +280,7 @@ class StepSync(_StepBase):
         step = self._state.identify(step_id)
         found, memo = self._recorded(step)
         if found:
-            return events_.Event.from_wire(memo) if isinstance(memo, dict) else None
+            return _recorded_event(step, memo)
         self._pause(step, self._state.wait_op(step, event=event, if_exp=if_exp, timeout=timeout))
         return None  # pragma: no cover - _pause always raises
 
@@ -319,6 +319,15 @@ def _current_identity(state: replay.ReplayState, step_id: str) -> replay.StepIde
         hashing.hash_step_id(hashing.indexed_step_id(step_id, uses)),
         uses or None,
     )
+
+
+def _recorded_event(step: replay.StepIdentity, memo: Any) -> events_.Event | None:
+    """A wait's memo: the matched event, None on timeout, or an error (e.g. a bad expression)."""
+    if not isinstance(memo, dict):
+        return None
+    if set(memo) == {"error"}:
+        replay.ReplayState.unwrap(step, memo)  # raises StepError
+    return events_.Event.from_wire(memo)
 
 
 def _as_timedelta(value: timedelta | str) -> timedelta:

@@ -1,0 +1,211 @@
+-- Stepline queries, SQLite. Parameters are named (:name); JSON is encoded in Python.
+-- The PostgreSQL backend defines the same query names.
+
+-- name: insert_event
+INSERT INTO events (internal_id, id, name, data, user_data, v, ts, received_at)
+VALUES (:internal_id, :id, :name, :data, :user_data, :v, :ts, :received_at);
+
+-- name: select_event
+SELECT internal_id, id, name, data, user_data, v, ts, received_at
+FROM events
+WHERE internal_id = :internal_id;
+
+-- name: insert_run
+INSERT INTO runs (
+    id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
+    pending, disable_immediate, request_version, step_count, correlation_id
+)
+VALUES (
+    :id, :function_id, :event_id, :events, :status, :created_at, :started_at, :ended_at, :output, :error,
+    :pending, :disable_immediate, :request_version, :step_count, :correlation_id
+);
+
+-- name: select_run
+SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
+       pending, disable_immediate, request_version, step_count, correlation_id
+FROM runs
+WHERE id = :id;
+
+-- name: select_run_for_update
+-- The writer lock (BEGIN IMMEDIATE) already serialises writers: a plain read holds the run.
+SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
+       pending, disable_immediate, request_version, step_count, correlation_id
+FROM runs
+WHERE id = :id;
+
+-- name: update_run
+UPDATE runs
+SET status = :status,
+    started_at = :started_at,
+    ended_at = :ended_at,
+    output = :output,
+    error = :error,
+    pending = :pending,
+    disable_immediate = :disable_immediate,
+    request_version = :request_version,
+    step_count = :step_count
+WHERE id = :id;
+
+-- name: runs_for_event
+SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
+       pending, disable_immediate, request_version, step_count, correlation_id
+FROM runs
+WHERE event_id = :event_id
+ORDER BY id;
+
+-- name: delete_expired_idempotency_key
+DELETE FROM idempotency_keys
+WHERE function_id = :function_id AND key = :key AND expires_at <= :now;
+
+-- name: insert_idempotency_key
+INSERT INTO idempotency_keys (function_id, key, run_id, expires_at)
+VALUES (:function_id, :key, :run_id, :expires_at)
+ON CONFLICT (function_id, key) DO NOTHING;
+
+-- name: insert_step
+INSERT INTO steps (run_id, step_id, name, kind, result, seq, attempts, started_at, ended_at)
+VALUES (:run_id, :step_id, :name, :kind, :result, :seq, :attempts, :started_at, :ended_at)
+ON CONFLICT (run_id, step_id) DO NOTHING;
+
+-- name: select_steps
+SELECT run_id, step_id, name, kind, result, seq, attempts, started_at, ended_at
+FROM steps
+WHERE run_id = :run_id
+ORDER BY seq, step_id;
+
+-- name: enqueue_item
+INSERT INTO queue (id, run_id, kind, step_id, attempt, available_at, claims, payload, created_at)
+VALUES (:id, :run_id, :kind, :step_id, :attempt, :available_at, :claims, :payload, :created_at);
+
+-- name: complete_item
+DELETE FROM queue
+WHERE id = :id AND claims = :claims;
+
+-- name: reschedule_item
+UPDATE queue
+SET kind = :kind,
+    step_id = :step_id,
+    attempt = :attempt,
+    available_at = :available_at,
+    payload = :payload
+WHERE id = :id AND claims = :claims;
+
+-- name: delete_item
+DELETE FROM queue
+WHERE id = :id;
+
+-- name: delete_run_items
+DELETE FROM queue
+WHERE run_id = :run_id;
+
+-- name: claim_items
+-- Leases the oldest ready items (ready time or expired lease) in one statement; the
+-- subquery reads only the queue_ready index. RETURNING order is arbitrary: callers sort.
+UPDATE queue
+SET available_at = :lease_until,
+    claims = claims + 1
+WHERE id IN (
+    SELECT id
+    FROM queue INDEXED BY queue_ready
+    WHERE available_at <= :now
+    ORDER BY available_at, id
+    LIMIT :limit
+)
+RETURNING id, run_id, kind, step_id, attempt, available_at, claims, payload, created_at;
+
+-- name: extend_lease
+UPDATE queue
+SET available_at = :lease_until
+WHERE id = :id AND claims = :claims;
+
+-- name: next_available_at
+SELECT min(available_at)
+FROM queue;
+
+-- name: count_queue
+SELECT count(*)
+FROM queue;
+
+-- name: insert_pause
+INSERT INTO pauses (
+    id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
+    timeout_item_id
+)
+VALUES (
+    :id, :run_id, :step_id, :kind, :event_name, :expression, :event, :correlation_id, :expires_at,
+    :created_at, :timeout_item_id
+);
+
+-- name: pauses_for_event
+SELECT id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
+       timeout_item_id
+FROM pauses
+WHERE event_name = :event_name AND kind = 'wait'
+ORDER BY id;
+
+-- name: pause_by_correlation
+SELECT id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
+       timeout_item_id
+FROM pauses
+WHERE correlation_id = :correlation_id;
+
+-- name: select_pause
+SELECT id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
+       timeout_item_id
+FROM pauses
+WHERE id = :id;
+
+-- name: delete_pause
+DELETE FROM pauses
+WHERE id = :id;
+
+-- name: delete_run_pauses
+DELETE FROM pauses
+WHERE run_id = :run_id;
+
+-- name: upsert_function
+INSERT INTO functions (id, app_id, name, config, updated_at)
+VALUES (:id, :app_id, :name, :config, :updated_at)
+ON CONFLICT (id) DO UPDATE
+SET app_id = excluded.app_id,
+    name = excluded.name,
+    config = excluded.config,
+    updated_at = excluded.updated_at;
+
+-- name: select_cron
+SELECT function_id, schedule, next_fire_at
+FROM crons
+WHERE function_id = :function_id;
+
+-- name: upsert_cron
+INSERT INTO crons (function_id, schedule, next_fire_at)
+VALUES (:function_id, :schedule, :next_fire_at)
+ON CONFLICT (function_id) DO UPDATE
+SET schedule = excluded.schedule,
+    next_fire_at = excluded.next_fire_at;
+
+-- name: delete_crons_except
+-- An app's crons are those of its registered functions; :function_ids is a JSON array of ids to keep.
+DELETE FROM crons
+WHERE function_id IN (SELECT id FROM functions WHERE app_id = :app_id)
+  AND function_id NOT IN (SELECT value FROM json_each(:function_ids));
+
+-- name: advance_cron
+UPDATE crons
+SET next_fire_at = :new_next
+WHERE function_id = :function_id AND next_fire_at = :expected_next;
+
+-- name: due_crons
+SELECT function_id, schedule, next_fire_at
+FROM crons
+WHERE next_fire_at <= :now
+ORDER BY next_fire_at, function_id;
+
+-- name: select_migrations
+SELECT version
+FROM schema_migrations
+ORDER BY version;
+
+-- name: insert_migration
+INSERT INTO schema_migrations (version, name, applied_at)
+VALUES (:version, :name, :applied_at);

@@ -1,0 +1,380 @@
+"""The SQLite backend of ``Store``: stdlib ``sqlite3`` in WAL mode.
+
+Two connections to one file: a writer, used under an ``asyncio.Lock`` with ``BEGIN IMMEDIATE``
+so that one write transaction runs at a time, and a reader in autocommit mode whose every
+statement sees the last committed state (a WAL snapshot). Statements run on the event-loop
+thread: SQLite answers in microseconds, cheaper than a hop to a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, LiteralString
+
+from stepline import errors
+from stepline.storage import migrate, queries, records
+from stepline.storage.sqlite import rows
+
+_MIN_VERSION = (3, 35, 0)
+"""``RETURNING`` (used to claim) arrived in SQLite 3.35."""
+
+_PRAGMAS: tuple[LiteralString, ...] = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=5000",
+)
+
+_CREATE_MIGRATIONS: LiteralString = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+)
+
+
+class _Db:
+    """One connection running the named queries of ``queries.sql``; errors become ``StorageError``."""
+
+    def __init__(self, conn: sqlite3.Connection, named: Mapping[str, LiteralString]) -> None:
+        self.conn = conn
+        self._named = named
+
+    def execute(self, name: str, params: Mapping[str, Any] | None = None) -> sqlite3.Cursor:
+        try:
+            return self.conn.execute(self._named[name], params or {})
+        except sqlite3.Error as exc:
+            raise errors.StorageError(f"SQLite query {name!r} failed: {exc}") from exc
+
+    def one(self, name: str, params: Mapping[str, Any] | None = None) -> rows.Row | None:
+        found = self.execute(name, params).fetchall()
+        return found[0] if found else None
+
+    def all(self, name: str, params: Mapping[str, Any] | None = None) -> list[rows.Row]:
+        return self.execute(name, params).fetchall()
+
+    def count(self, name: str, params: Mapping[str, Any] | None = None) -> int:
+        """Run a write and return how many rows it changed."""
+        return self.execute(name, params).rowcount
+
+    def control(self, statement: LiteralString) -> None:
+        """``BEGIN IMMEDIATE``, ``COMMIT`` or ``ROLLBACK``."""
+        try:
+            self.conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise errors.StorageError(f"SQLite {statement} failed: {exc}") from exc
+
+    def rollback(self) -> None:
+        """Roll back the open transaction, if SQLite has not already done so."""
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def commit(self) -> None:
+        try:
+            self.control("COMMIT")
+        except BaseException:
+            self.rollback()
+            raise
+
+
+class SQLiteTransaction:
+    """A ``Transaction`` on the writer connection; valid only inside its ``async with`` block."""
+
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+        self._open = True
+        self.wakes = False
+        """Whether the transaction enqueued or rescheduled work (waiters wake on commit)."""
+
+    def finish(self) -> None:
+        self._open = False
+
+    def _live(self) -> _Db:
+        if not self._open:
+            raise errors.StorageError(
+                "this transaction has ended: use it only inside its `async with store.transaction()` block"
+            )
+        return self._db
+
+    # events and runs
+    async def insert_event(self, event: records.EventRecord) -> None:
+        self._live().execute("insert_event", rows.event_params(event))
+
+    async def insert_run(self, run: records.RunRecord) -> None:
+        self._live().execute("insert_run", rows.run_params(run))
+
+    async def claim_idempotency_key(self, function_id: str, key: str, run_id: str, now: int, expires_at: int) -> bool:
+        db = self._live()
+        db.execute("delete_expired_idempotency_key", {"function_id": function_id, "key": key, "now": now})
+        params = {"function_id": function_id, "key": key, "run_id": run_id, "expires_at": expires_at}
+        return db.count("insert_idempotency_key", params) == 1
+
+    async def lock_run(self, run_id: str) -> records.RunRecord | None:
+        row = self._live().one("select_run_for_update", {"id": run_id})
+        return None if row is None else rows.run_record(row)
+
+    async def update_run(self, run: records.RunRecord) -> None:
+        self._live().execute("update_run", rows.run_params(run))
+
+    # steps
+    async def record_step(self, step: records.StepRecord) -> bool:
+        return self._live().count("insert_step", rows.step_params(step)) == 1
+
+    # queue
+    async def enqueue(self, item: records.QueueItem) -> None:
+        self._live().execute("enqueue_item", rows.item_params(item))
+        self.wakes = True
+
+    async def complete_item(self, item_id: str, claims: int) -> bool:
+        return self._live().count("complete_item", {"id": item_id, "claims": claims}) == 1
+
+    async def reschedule_item(self, item: records.QueueItem, claims: int) -> bool:
+        params = {
+            "id": item.id,
+            "claims": claims,
+            "kind": item.kind.value,
+            "step_id": item.step_id,
+            "attempt": item.attempt,
+            "available_at": item.available_at,
+            "payload": rows.encode(item.payload),
+        }
+        done = self._live().count("reschedule_item", params) == 1
+        self.wakes = self.wakes or done
+        return done
+
+    async def delete_item(self, item_id: str) -> None:
+        self._live().execute("delete_item", {"id": item_id})
+
+    async def delete_run_items(self, run_id: str) -> int:
+        return self._live().count("delete_run_items", {"run_id": run_id})
+
+    # pauses
+    async def insert_pause(self, pause: records.PauseRecord) -> None:
+        self._live().execute("insert_pause", rows.pause_params(pause))
+
+    async def pauses_for_event(self, event_name: str) -> list[records.PauseRecord]:
+        found = self._live().all("pauses_for_event", {"event_name": event_name})
+        return [rows.pause_record(row) for row in found]
+
+    async def pause_by_correlation(self, correlation_id: str) -> records.PauseRecord | None:
+        row = self._live().one("pause_by_correlation", {"correlation_id": correlation_id})
+        return None if row is None else rows.pause_record(row)
+
+    async def get_pause(self, pause_id: str) -> records.PauseRecord | None:
+        row = self._live().one("select_pause", {"id": pause_id})
+        return None if row is None else rows.pause_record(row)
+
+    async def delete_pause(self, pause_id: str) -> bool:
+        return self._live().count("delete_pause", {"id": pause_id}) == 1
+
+    async def delete_run_pauses(self, run_id: str) -> int:
+        return self._live().count("delete_run_pauses", {"run_id": run_id})
+
+    # functions and cron
+    async def upsert_function(self, function: records.FunctionRecord) -> None:
+        self._live().execute("upsert_function", rows.function_params(function))
+
+    async def get_cron(self, function_id: str) -> records.CronRecord | None:
+        row = self._live().one("select_cron", {"function_id": function_id})
+        return None if row is None else rows.cron_record(row)
+
+    async def upsert_cron(self, cron: records.CronRecord) -> None:
+        self._live().execute("upsert_cron", rows.cron_params(cron))
+
+    async def delete_crons_except(self, function_ids: Sequence[str], app_id: str) -> None:
+        params = {"function_ids": rows.encode(list(function_ids)), "app_id": app_id}
+        self._live().execute("delete_crons_except", params)
+
+    async def advance_cron(self, function_id: str, expected_next: int, new_next: int) -> bool:
+        params = {"function_id": function_id, "expected_next": expected_next, "new_next": new_next}
+        return self._live().count("advance_cron", params) == 1
+
+
+class SQLiteStore:
+    """A ``Store`` on one SQLite file. Obtain it with ``storage.open_store("sqlite:///...")``."""
+
+    backend: str = "sqlite"
+
+    def __init__(self, path: Path, writer: _Db, reader: _Db) -> None:
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._lock = asyncio.Lock()
+        self._work = asyncio.Event()
+
+    @classmethod
+    async def open(cls, path: Path, migrate: bool = True) -> SQLiteStore:
+        """Open (creating if needed) the database file at ``path``; apply pending migrations."""
+        if sqlite3.sqlite_version_info < _MIN_VERSION:
+            raise errors.StorageError(
+                f"Stepline needs SQLite 3.35 or newer, but Python's sqlite3 uses {sqlite3.sqlite_version}: "
+                "use a Python built against a newer SQLite"
+            )
+        named = queries.load_queries("sqlite")
+        writer = _connect(path, named)
+        try:
+            if migrate:
+                _migrate(writer, path)
+            reader = _connect(path, named)
+        except BaseException:
+            writer.conn.close()
+            raise
+        return cls(path, writer, reader)
+
+    async def close(self) -> None:
+        self._reader.conn.close()
+        self._writer.conn.close()
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[_Db]:
+        """One write transaction on the writer connection: commit on clean exit, else roll back."""
+        async with self._lock:
+            self._writer.control("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+            except BaseException:
+                self._writer.rollback()
+                raise
+            self._writer.commit()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SQLiteTransaction]:
+        async with self._write() as db:
+            tx = SQLiteTransaction(db)
+            try:
+                yield tx
+            finally:
+                tx.finish()
+        if tx.wakes:
+            self._work.set()
+
+    # claiming
+    async def claim(self, now: int, limit: int, lease_until: int) -> list[records.QueueItem]:
+        if limit <= 0:
+            return []
+        async with self._write() as db:
+            found = db.all("claim_items", {"now": now, "limit": limit, "lease_until": lease_until})
+        items = [rows.item_record(row) for row in found]
+        # RETURNING order is arbitrary; ids are ULIDs, so id order is creation order.
+        items.sort(key=lambda item: item.id)
+        return items
+
+    async def extend_leases(self, leases: Sequence[tuple[str, int]], lease_until: int) -> set[str]:
+        if not leases:
+            return set()
+        held: set[str] = set()
+        async with self._write() as db:
+            for item_id, claims in leases:
+                params = {"id": item_id, "claims": claims, "lease_until": lease_until}
+                if db.count("extend_lease", params) == 1:
+                    held.add(item_id)
+        return held
+
+    async def next_available_at(self) -> int | None:
+        row = self._reader.one("next_available_at")
+        return None if row is None or row[0] is None else int(row[0])
+
+    async def due_crons(self, now: int) -> list[records.CronRecord]:
+        return [rows.cron_record(row) for row in self._reader.all("due_crons", {"now": now})]
+
+    # reads
+    async def get_run(self, run_id: str) -> records.RunRecord | None:
+        row = self._reader.one("select_run", {"id": run_id})
+        return None if row is None else rows.run_record(row)
+
+    async def list_steps(self, run_id: str) -> list[records.StepRecord]:
+        return [rows.step_record(row) for row in self._reader.all("select_steps", {"run_id": run_id})]
+
+    async def get_event(self, internal_id: str) -> records.EventRecord | None:
+        row = self._reader.one("select_event", {"internal_id": internal_id})
+        return None if row is None else rows.event_record(row)
+
+    async def runs_for_event(self, internal_id: str) -> list[records.RunRecord]:
+        return [rows.run_record(row) for row in self._reader.all("runs_for_event", {"event_id": internal_id})]
+
+    async def count_queue(self) -> int:
+        row = self._reader.one("count_queue")
+        return 0 if row is None else int(row[0])
+
+    # wake-ups
+    async def wait_for_work(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._work.wait(), timeout)
+        except TimeoutError:
+            return
+        self._work.clear()
+
+
+def _connect(path: Path, named: Mapping[str, LiteralString]) -> _Db:
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise errors.StorageError(f"cannot open SQLite database {path}: {exc}") from exc
+    try:
+        for pragma in _PRAGMAS:
+            conn.execute(pragma)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise errors.StorageError(f"cannot open SQLite database {path}: {exc}") from exc
+    return _Db(conn, named)
+
+
+def _migrate(db: _Db, path: Path) -> None:
+    """Apply the migrations not yet recorded, each in its own ``BEGIN IMMEDIATE`` transaction."""
+    known = migrate.load_migrations("sqlite")
+    try:
+        db.conn.execute(_CREATE_MIGRATIONS)
+        applied = {row[0] for row in db.all("select_migrations")}
+    except (sqlite3.Error, errors.StorageError) as exc:
+        raise errors.MigrationError(f"cannot read the schema version of SQLite database {path}: {exc}") from exc
+    newer = sorted(applied - {m.version for m in known})
+    if newer:
+        raise errors.MigrationError(
+            f"SQLite database {path} has schema version {newer[-1]}, newer than this Stepline knows "
+            f"({len(known)}): upgrade Stepline"
+        )
+    for migration in known:
+        if migration.version not in applied:
+            _apply(db, path, migration)
+
+
+def _apply(db: _Db, path: Path, migration: migrate.Migration) -> None:
+    try:
+        db.control("BEGIN IMMEDIATE")
+        try:
+            # Another process may have applied it while we waited for the write lock.
+            if migration.version not in {row[0] for row in db.all("select_migrations")}:
+                for statement in _statements(migration.sql):
+                    db.conn.execute(statement)
+                params = {"version": migration.version, "name": migration.name, "applied_at": _now_ms()}
+                db.execute("insert_migration", params)
+        except BaseException:
+            db.rollback()
+            raise
+        db.commit()
+    except (sqlite3.Error, errors.StorageError) as exc:
+        raise errors.MigrationError(
+            f"cannot apply migration {migration.name} to SQLite database {path}: {exc}"
+        ) from exc
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into single statements, cutting only where SQLite sees a complete one
+    (so semicolons inside strings, comments and trigger bodies are kept)."""
+    found: list[str] = []
+    start = 0
+    for index, char in enumerate(script):
+        if char == ";" and sqlite3.complete_statement(script[start : index + 1]):
+            found.append(script[start : index + 1])
+            start = index + 1
+    tail = script[start:]
+    if tail.strip():
+        found.append(tail)  # comments only (a no-op) or a last statement without ";"
+    return found
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
