@@ -1,0 +1,230 @@
+-- Stepline queries, PostgreSQL (psycopg named placeholders). Every name here is also
+-- defined in sqlite/queries.sql; tests/storage/test_postgres.py checks the sets match.
+
+-- name: insert_event
+INSERT INTO events (internal_id, id, name, data, user_data, v, ts, received_at)
+VALUES (%(internal_id)s, %(id)s, %(name)s, %(data)s, %(user_data)s, %(v)s, %(ts)s, %(received_at)s);
+
+-- name: insert_run
+INSERT INTO runs (
+    id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
+    pending, disable_immediate, request_version, step_count, correlation_id
+) VALUES (
+    %(id)s, %(function_id)s, %(event_id)s, %(events)s, %(status)s, %(created_at)s, %(started_at)s,
+    %(ended_at)s, %(output)s, %(error)s, %(pending)s, %(disable_immediate)s, %(request_version)s,
+    %(step_count)s, %(correlation_id)s
+);
+
+-- name: delete_expired_idempotency_key
+DELETE FROM idempotency_keys
+WHERE function_id = %(function_id)s AND key = %(key)s AND expires_at <= %(now)s;
+
+-- name: insert_idempotency_key
+INSERT INTO idempotency_keys (function_id, key, run_id, expires_at)
+VALUES (%(function_id)s, %(key)s, %(run_id)s, %(expires_at)s)
+ON CONFLICT DO NOTHING;
+
+-- name: select_run
+SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
+       pending, disable_immediate, request_version, step_count, correlation_id
+FROM runs
+WHERE id = %(id)s;
+
+-- name: select_run_for_update
+SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
+       pending, disable_immediate, request_version, step_count, correlation_id
+FROM runs
+WHERE id = %(id)s
+FOR UPDATE;
+
+-- name: update_run
+UPDATE runs
+SET status = %(status)s,
+    started_at = %(started_at)s,
+    ended_at = %(ended_at)s,
+    output = %(output)s,
+    error = %(error)s,
+    pending = %(pending)s,
+    disable_immediate = %(disable_immediate)s,
+    request_version = %(request_version)s,
+    step_count = %(step_count)s
+WHERE id = %(id)s;
+
+-- name: insert_step
+INSERT INTO steps (run_id, step_id, name, kind, result, seq, attempts, started_at, ended_at)
+VALUES (
+    %(run_id)s, %(step_id)s, %(name)s, %(kind)s, %(result)s, %(seq)s, %(attempts)s, %(started_at)s,
+    %(ended_at)s
+)
+ON CONFLICT DO NOTHING;
+
+-- name: enqueue_item
+INSERT INTO queue (id, run_id, kind, step_id, attempt, available_at, claims, payload, created_at)
+VALUES (
+    %(id)s, %(run_id)s, %(kind)s, %(step_id)s, %(attempt)s, %(available_at)s, %(claims)s, %(payload)s,
+    %(created_at)s
+);
+
+-- name: complete_item
+DELETE FROM queue
+WHERE id = %(id)s AND claims = %(claims)s;
+
+-- name: reschedule_item
+UPDATE queue
+SET kind = %(kind)s,
+    step_id = %(step_id)s,
+    attempt = %(attempt)s,
+    available_at = %(available_at)s,
+    payload = %(payload)s
+WHERE id = %(id)s AND claims = %(claims)s;
+
+-- name: delete_item
+DELETE FROM queue
+WHERE id = %(id)s;
+
+-- name: delete_run_items
+DELETE FROM queue
+WHERE run_id = %(run_id)s;
+
+-- name: insert_pause
+INSERT INTO pauses (
+    id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
+    timeout_item_id
+) VALUES (
+    %(id)s, %(run_id)s, %(step_id)s, %(kind)s, %(event_name)s, %(expression)s, %(event)s,
+    %(correlation_id)s, %(expires_at)s, %(created_at)s, %(timeout_item_id)s
+);
+
+-- name: pauses_for_event
+SELECT id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
+       timeout_item_id
+FROM pauses
+WHERE event_name = %(event_name)s AND kind = 'wait'
+ORDER BY id;
+
+-- name: pause_by_correlation
+SELECT id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
+       timeout_item_id
+FROM pauses
+WHERE correlation_id = %(correlation_id)s;
+
+-- name: select_pause
+SELECT id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
+       timeout_item_id
+FROM pauses
+WHERE id = %(id)s;
+
+-- name: delete_pause
+DELETE FROM pauses
+WHERE id = %(id)s;
+
+-- name: delete_run_pauses
+DELETE FROM pauses
+WHERE run_id = %(run_id)s;
+
+-- name: upsert_function
+INSERT INTO functions (id, app_id, name, config, updated_at)
+VALUES (%(id)s, %(app_id)s, %(name)s, %(config)s, %(updated_at)s)
+ON CONFLICT (id) DO UPDATE
+SET app_id = excluded.app_id,
+    name = excluded.name,
+    config = excluded.config,
+    updated_at = excluded.updated_at;
+
+-- name: select_cron
+SELECT function_id, schedule, next_fire_at
+FROM crons
+WHERE function_id = %(function_id)s;
+
+-- name: upsert_cron
+INSERT INTO crons (function_id, schedule, next_fire_at)
+VALUES (%(function_id)s, %(schedule)s, %(next_fire_at)s)
+ON CONFLICT (function_id) DO UPDATE
+SET schedule = excluded.schedule,
+    next_fire_at = excluded.next_fire_at;
+
+-- name: delete_crons_except
+-- The cron rows of the app's functions (known from the functions table, since a composite
+-- function id cannot be split reliably when app ids contain '-') minus the ones kept.
+DELETE FROM crons
+WHERE function_id IN (SELECT id FROM functions WHERE app_id = %(app_id)s)
+  AND NOT (function_id = ANY(%(function_ids)s::text[]));
+
+-- name: advance_cron
+UPDATE crons
+SET next_fire_at = %(new_next)s
+WHERE function_id = %(function_id)s AND next_fire_at = %(expected_next)s;
+
+-- name: claim_items
+-- One statement. The inner query walks queue_ready from the oldest ready (or lease-expired)
+-- item, skipping rows another claimer has locked, and collects the ids in claim order into
+-- one array; the update then reaches exactly those rows through the primary key. Going
+-- through a one-row array keeps the plan an index lookup even when PostgreSQL switches to
+-- a generic plan for this prepared statement (where a join on the picked rows would hash
+-- the whole queue). rank is the position in claim order: RETURNING order is arbitrary.
+WITH picked AS (
+    SELECT array_agg(id ORDER BY available_at, id) AS ids
+    FROM (
+        SELECT id, available_at
+        FROM queue
+        WHERE available_at <= %(now)s
+        ORDER BY available_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS ready
+)
+UPDATE queue
+SET available_at = %(lease_until)s,
+    claims = queue.claims + 1
+FROM picked
+WHERE queue.id = ANY(picked.ids)
+RETURNING queue.id, queue.run_id, queue.kind, queue.step_id, queue.attempt, queue.available_at,
+          queue.claims, queue.payload, queue.created_at, array_position(picked.ids, queue.id) AS rank;
+
+-- name: extend_lease
+UPDATE queue
+SET available_at = %(lease_until)s
+FROM unnest(%(ids)s::text[], %(claims)s::integer[]) AS held (id, claims)
+WHERE queue.id = held.id AND queue.claims = held.claims
+RETURNING queue.id;
+
+-- name: next_available_at
+SELECT min(available_at) AS available_at
+FROM queue;
+
+-- name: due_crons
+SELECT function_id, schedule, next_fire_at
+FROM crons
+WHERE next_fire_at <= %(now)s
+ORDER BY next_fire_at, function_id;
+
+-- name: select_steps
+SELECT run_id, step_id, name, kind, result, seq, attempts, started_at, ended_at
+FROM steps
+WHERE run_id = %(run_id)s
+ORDER BY seq, step_id;
+
+-- name: select_event
+SELECT internal_id, id, name, data, user_data, v, ts, received_at
+FROM events
+WHERE internal_id = %(internal_id)s;
+
+-- name: runs_for_event
+SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
+       pending, disable_immediate, request_version, step_count, correlation_id
+FROM runs
+WHERE event_id = %(event_id)s
+ORDER BY id;
+
+-- name: count_queue
+SELECT count(*) AS count
+FROM queue;
+
+-- name: select_migrations
+SELECT version, name, applied_at
+FROM schema_migrations
+ORDER BY version;
+
+-- name: insert_migration
+INSERT INTO schema_migrations (version, name, applied_at)
+VALUES (%(version)s, %(name)s, %(applied_at)s);
