@@ -8,6 +8,7 @@ lease passed to another worker, in which case nothing was written.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,8 @@ from stepline.engine import registry as registry_
 from stepline.protocol import durations, expressions, models, opcodes, responses
 from stepline.sdk import function as function_
 from stepline.storage import records, store
+
+logger = logging.getLogger("stepline.engine")
 
 MAX_SLEEP_MS = 366 * 86_400_000
 DEFAULT_PAUSE_MS = 365 * 86_400_000
@@ -88,26 +91,34 @@ class Applier:
 
     # calls
     async def mark_running(self, run_id: str) -> None:
-        now = self._clock.now_ms()
-        async with self._db.transaction() as tx:
-            run = await tx.lock_run(run_id)
-            if run is not None and run.status is records.RunStatus.QUEUED:
-                await transitions.mark_running(tx, run, now)
-                await tx.update_run(run)
+        await self._db.mark_run_started(run_id, self._clock.now_ms())
 
     async def checkpoint(self, item: records.QueueItem, run_id: str, op: models.Op, started_at: int) -> None:
         """Durably record a step that ran inline; the call then goes on with the next step."""
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
-            run = await tx.lock_run(run_id)
-            if run is None or run.status.is_terminal:
+            # The lease is the fence here: no other item of the run is in flight during a
+            # discovery call, so only the sequence number is taken from the run row.
+            seq = await tx.next_step_seq(run_id)
+            if seq is None:  # the run ended (e.g. was cancelled): stop this call
                 raise transitions.LeaseLostError(item.id)
-            await self._record(tx, run, op, {"data": op.data}, item, started_at, now)
+            step = records.StepRecord(
+                run_id=run_id,
+                step_id=op.id,
+                name=op.label,
+                kind="run",
+                result={"data": op.data},
+                seq=seq,
+                attempts=item.attempt + 1,
+                started_at=started_at,
+                ended_at=now,
+            )
+            await tx.record_step(step)
             item.attempt = 0  # the item now stands for the call after this step
             item.available_at = now + self._lease_ms
             if not await tx.reschedule_item(item, item.claims):
                 raise transitions.LeaseLostError(item.id)
-            await tx.update_run(run)
+        item.claims += 1  # our new lease token, once the reschedule is committed
 
     async def apply_outcome(
         self,
@@ -232,7 +243,11 @@ class Applier:
         error: dict[str, Any] | None = None,
     ) -> None:
         lifecycle = await transitions.end_run(tx, run, status, now, output=output, error=error)
-        await self._ingestor.ingest_lifecycle(tx, lifecycle, now)
+        try:
+            await self._ingestor.ingest_lifecycle(tx, lifecycle, now)
+        except errors.SerializationError:
+            # Checked before any statement runs, so the transaction is intact: the run still ends.
+            logger.exception("run %s ended, but its lifecycle events could not be stored", run.id)
 
     async def _errored(
         self,
@@ -448,5 +463,6 @@ class Applier:
                 expression=expression,
                 event=run.events[0] if run.events else {},
                 correlation_id=correlation,
+                step_name=op.label,
             )
         )

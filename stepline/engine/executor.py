@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from stepline import errors
 from stepline.engine import apply as apply_
 from stepline.engine import clock as clock_
 from stepline.engine import dispatch, transitions
@@ -136,7 +137,7 @@ class Executor:
         interval = self._lease_ms / 3000
         while True:
             await asyncio.sleep(interval)
-            leases = [(item.id, item.claims) for item, _ in self._inflight.values()]
+            leases = [(item.id, item.claims) for item, task in self._inflight.values() if not task.done()]
             if not leases:
                 continue
             try:
@@ -149,6 +150,15 @@ class Executor:
                 logger.warning("lost the lease of %d in-flight item(s): another worker will run them", len(lost))
 
     async def _process_guarded(self, item: records.QueueItem) -> None:
+        try:
+            await self._process_logged(item)
+        finally:
+            # Leave the in-flight set before yielding again, so a heartbeat never extends the
+            # lease of an item this worker has finished with.
+            self._inflight.pop(item.id, None)
+            self._slot_freed.set()
+
+    async def _process_logged(self, item: records.QueueItem) -> None:
         try:
             await self.process(item)
         except transitions.LeaseLostError:
@@ -200,6 +210,10 @@ class Executor:
             # Not a user error (those come back as responses): a transport or engine fault.
             response = responses.CallResponse(500, replay.error_to_wire(exc))
         outcome = responses.interpret(response, self._clock.now_ms())
-        applied = await self._applier.apply_outcome(item, run.id, fn, outcome, started_at)
+        try:
+            applied = await self._applier.apply_outcome(item, run.id, fn, outcome, started_at)
+        except errors.SerializationError as exc:
+            # A result no retry can make storable: fail the run rather than re-run the call forever.
+            applied = await self._applier.fail_run(item, run.id, replay.error_to_wire(exc))
         if applied.ended:
             self._on_run_ended(run.id)

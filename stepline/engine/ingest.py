@@ -13,7 +13,7 @@ from typing import Any
 from stepline import errors
 from stepline.engine import registry as registry_
 from stepline.engine import transitions
-from stepline.protocol import expressions
+from stepline.protocol import expressions, jsonvalue
 from stepline.sdk import function as function_
 from stepline.storage import records, store
 
@@ -39,6 +39,7 @@ def normalise_event(raw: dict[str, Any], now: int) -> records.EventRecord:
         data = {}
     if not isinstance(data, dict):
         raise errors.ConfigurationError(f"event {name!r}: 'data' must be a JSON object")
+    jsonvalue.check_json(data, f"the data of event {name!r}")
     internal_id = transitions.new_id()
     ts = raw.get("ts")
     event_id = raw.get("id")
@@ -54,6 +55,27 @@ def normalise_event(raw: dict[str, Any], now: int) -> records.EventRecord:
     )
 
 
+@dataclasses.dataclass(slots=True)
+class _PlannedRun:
+    fn: function_.Function
+    event: dict[str, Any]
+    event_internal_id: str
+    run_id: str = dataclasses.field(default_factory=transitions.new_id)
+
+    def to_run(self, now: int) -> records.RunRecord:
+        correlation = (self.event.get("data", {}).get("_inngest") or {}).get("correlation_id")
+        invoked = self.event.get("name") == transitions.INVOKED_EVENT
+        return records.RunRecord(
+            id=self.run_id,
+            function_id=self.fn.composite_id,
+            event_id=self.event_internal_id,
+            events=[self.event],
+            status=records.RunStatus.QUEUED,
+            created_at=now,
+            correlation_id=str(correlation) if correlation and invoked else None,
+        )
+
+
 class Ingestor:
     def __init__(self, registry: registry_.Registry) -> None:
         self.registry = registry
@@ -61,17 +83,20 @@ class Ingestor:
     async def ingest(
         self, tx: store.Transaction, raw_events: list[dict[str, Any]], now: int, *, depth: int = 0
     ) -> IngestResult:
-        result = IngestResult()
-        for raw in raw_events:
-            event = normalise_event(raw, now)
-            await tx.insert_event(event)
-            result.event_ids.append(event.id)
-            wire = event.to_wire()
-            for fn in self._targets(wire):
-                run_id = await self.start_run(tx, fn, [wire], event.internal_id, now)
-                if run_id is not None:
-                    result.run_ids.append(run_id)
-            result.resumed_runs.extend(await self._resume_pauses(tx, wire, now, depth))
+        """Store ``raw_events`` and act on them: a batch costs a few statements, not a few per event."""
+        events = [normalise_event(raw, now) for raw in raw_events]
+        await tx.insert_events(events)
+        wires = [event.to_wire() for event in events]
+        planned = [
+            _PlannedRun(fn, wire, event.internal_id)
+            for event, wire in zip(events, wires, strict=True)
+            for fn in self._targets(wire)
+        ]
+        result = IngestResult(event_ids=[event.id for event in events])
+        result.run_ids = await self._start_runs(tx, planned, now)
+        listeners: dict[str, list[records.PauseRecord]] = {}
+        for wire in wires:
+            result.resumed_runs.extend(await self._resume_pauses(tx, wire, now, depth, listeners))
         return result
 
     def _targets(self, wire: dict[str, Any]) -> list[function_.Function]:
@@ -90,25 +115,33 @@ class Ingestor:
         now: int,
     ) -> str | None:
         """Create a run and its first queue item; None if the event id already started this function."""
-        run_id = transitions.new_id()
-        key = str(events[0].get("id"))
-        if not await tx.claim_idempotency_key(fn.composite_id, key, run_id, now, now + IDEMPOTENCY_WINDOW_MS):
-            return None
-        correlation = (events[0].get("data", {}).get("_inngest") or {}).get("correlation_id")
-        run = records.RunRecord(
-            id=run_id,
-            function_id=fn.composite_id,
-            event_id=event_internal_id,
-            events=events,
-            status=records.RunStatus.QUEUED,
-            created_at=now,
-            correlation_id=str(correlation) if correlation and events[0]["name"] == transitions.INVOKED_EVENT else None,
-        )
-        await tx.insert_run(run)
-        await tx.enqueue(transitions.discover_item(run, now))
-        return run_id
+        started = await self._start_runs(tx, [_PlannedRun(fn, events[0], event_internal_id)], now)
+        return started[0] if started else None
 
-    async def _resume_pauses(self, tx: store.Transaction, wire: dict[str, Any], now: int, depth: int) -> list[str]:
+    async def _start_runs(self, tx: store.Transaction, planned: list[_PlannedRun], now: int) -> list[str]:
+        """Create the runs whose event id is new to their function (the idempotency window)."""
+        if not planned:
+            return []
+        claims = [
+            records.IdempotencyClaim(
+                plan.fn.composite_id, str(plan.event.get("id")), plan.run_id, now + IDEMPOTENCY_WINDOW_MS
+            )
+            for plan in planned
+        ]
+        claimed = await tx.claim_idempotency_keys(claims, now)
+        runs = [plan.to_run(now) for plan, won in zip(planned, claimed, strict=True) if won]
+        await tx.insert_runs(runs)
+        await tx.enqueue_many([transitions.discover_item(run, now) for run in runs])
+        return [run.id for run in runs]
+
+    async def _resume_pauses(
+        self,
+        tx: store.Transaction,
+        wire: dict[str, Any],
+        now: int,
+        depth: int,
+        listeners: dict[str, list[records.PauseRecord]],
+    ) -> list[str]:
         resumed: list[str] = []
         if wire["name"] == transitions.FINISHED_EVENT:
             correlation = wire["data"].get("correlation_id")
@@ -120,7 +153,10 @@ class Ingestor:
                     if await self.resume(tx, pause, result, now, depth=depth):
                         resumed.append(pause.run_id)
             return resumed
-        for pause in await tx.pauses_for_event(wire["name"]):
+        name = wire["name"]
+        if name not in listeners:  # one lookup per event name per batch
+            listeners[name] = await tx.pauses_for_event(name)
+        for pause in listeners[name]:
             if pause.kind is not records.PauseKind.WAIT or pause.created_at > now:
                 continue
             variables = {"event": pause.event or {}, "async": wire}
@@ -145,7 +181,7 @@ class Ingestor:
             tx,
             run,
             step_id=pause.step_id,
-            name=pause.step_id,
+            name=pause.step_name or pause.step_id,
             kind=kind,
             result=result,
             attempts=1,

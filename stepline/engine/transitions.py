@@ -150,13 +150,17 @@ async def end_run(
 ) -> list[dict[str, Any]]:
     """Move a run to a terminal state, drop its queue items and pauses; returns the lifecycle
     events the caller must ingest in the same transaction."""
+    # A run completing from a discovery call has nothing pending, hence no other queue items
+    # and no pauses: skip the two deletes on the most common path.
+    leftovers = bool(run.pending) or status is not records.RunStatus.COMPLETED
     run.status = status
     run.ended_at = now
     run.started_at = run.started_at or now
     run.output = output
     run.error = error
     run.pending = []
-    await tx.delete_run_items(run.id)
-    await tx.delete_run_pauses(run.id)
+    if leftovers:
+        await tx.delete_run_items(run.id)
+        await tx.delete_run_pauses(run.id)
     await tx.update_run(run)
     return lifecycle_events(run)

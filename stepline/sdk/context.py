@@ -16,8 +16,6 @@ class _ContextBase:
     events: list[events_.Event]
     run_id: str
     function_id: str
-    attempt: int
-    """Attempt of the current call (0 first); resets for each new step."""
     logger: logging.Logger
 
 
@@ -27,9 +25,19 @@ class Context(_ContextBase):
 
     step: step_.Step = dataclasses.field(kw_only=True)
 
+    @property
+    def attempt(self) -> int:
+        """Attempt number of the step about to run (0 first); starts again at 0 for each new step."""
+        return self.step.attempt
+
 
 @dataclasses.dataclass(slots=True)
 class ContextSync(_ContextBase):
     """For plain ``def`` functions (Flask, Django): ``ctx.step.run(...)`` returns the value."""
 
     step: step_.StepSync = dataclasses.field(kw_only=True)
+
+    @property
+    def attempt(self) -> int:
+        """Attempt number of the step about to run (0 first); starts again at 0 for each new step."""
+        return self.step.attempt

@@ -7,12 +7,11 @@ user errors become responses, never exceptions.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, cast
 
 from stepline import errors
-from stepline.protocol import models, responses
+from stepline.protocol import jsonvalue, models, responses
 from stepline.sdk import client as client_
 from stepline.sdk import context, replay
 from stepline.sdk import events as events_
@@ -39,13 +38,10 @@ def _contexts(
 
 
 def _completed(state: replay.ReplayState, output: Any) -> responses.CallResponse:
-    state.check_all_memo_reached(None)
     try:
-        json.dumps(output)
-    except (TypeError, ValueError) as exc:
-        problem = errors.SerializationError(
-            f"the function returned a value that is not JSON-serialisable ({type(output).__name__}): {exc}"
-        )
+        state.check_all_memo_reached(None)
+        jsonvalue.check_json(output, "the function's return value")
+    except (errors.NonDeterminismError, errors.SerializationError) as problem:
         return _failed(problem)
     return responses.CallResponse(200, output)
 
@@ -88,7 +84,6 @@ async def execute(
         events=batch,
         run_id=request.ctx.run_id,
         function_id=function.composite_id,
-        attempt=request.ctx.attempt,
         logger=logger,
         step=step_.Step(state, client, checkpointer),
     )
@@ -120,7 +115,6 @@ def execute_sync(
         events=batch,
         run_id=request.ctx.run_id,
         function_id=function.composite_id,
-        attempt=request.ctx.attempt,
         logger=logger,
         step=step_.StepSync(state, client, checkpointer),
     )

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import traceback
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stepline import errors
-from stepline.protocol import hashing, models, opcodes
+from stepline.protocol import hashing, jsonvalue, models, opcodes
 from stepline.protocol.durations import to_milliseconds
 
 
@@ -147,12 +146,8 @@ class ReplayState:
     def result_op(self, step: StepIdentity, output: Any) -> models.Op:
         """A ``StepRun`` op; a non-JSON output becomes a ``StepFailed`` op instead."""
         try:
-            json.dumps(output)
-        except (TypeError, ValueError) as exc:
-            problem = errors.SerializationError(
-                f"step {step.user_id!r} returned a value that is not JSON-serialisable "
-                f"({type(output).__name__}): {exc}. Return dicts, lists, strings, numbers, booleans or None."
-            )
+            jsonvalue.check_json(output, f"the value returned by step {step.user_id!r}")
+        except errors.SerializationError as problem:
             return self._error_op(step, problem, final=True)
         return models.Op(
             op=opcodes.Opcode.STEP_RUN,

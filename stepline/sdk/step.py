@@ -100,6 +100,10 @@ class _StepBase:
         self._client = client
         self._checkpointer = checkpointer
 
+    @property
+    def attempt(self) -> int:
+        return self._state.attempt
+
     def _recorded(self, step: replay.StepIdentity) -> tuple[bool, Any]:
         memo = self._state.recall(step)
         if self._state.is_missing(memo):

@@ -148,6 +148,16 @@ class PauseRecord:
     """The run's triggering event, the ``event`` variable of ``expression``."""
     correlation_id: str | None = None
     """For invokes: ``<run id>.<step id>``, carried by the child's ``function.finished`` event."""
+    step_name: str = ""
+    """The user's step id, for display once the pause resolves."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    function_id: str
+    key: str
+    run_id: str
+    expires_at: int
 
 
 @dataclasses.dataclass(slots=True)

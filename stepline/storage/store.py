@@ -33,6 +33,19 @@ class Transaction(Protocol):
         """Reserve ``key`` for ``function_id``; False if an unexpired reservation exists."""
         ...
 
+    async def claim_idempotency_keys(self, claims: Sequence[records.IdempotencyClaim], now: int) -> list[bool]:
+        """``claim_idempotency_key`` for many keys at once (one round trip where the backend can)."""
+        ...
+
+    async def insert_events(self, events: Sequence[records.EventRecord]) -> None: ...
+
+    async def insert_runs(self, runs: Sequence[records.RunRecord]) -> None: ...
+
+    async def next_step_seq(self, run_id: str) -> int | None:
+        """Take the next step sequence number of a run that has not ended (holding the run row
+        until the transaction ends); None if the run is missing or ended."""
+        ...
+
     async def lock_run(self, run_id: str) -> records.RunRecord | None:
         """Read a run and hold it against concurrent change until the transaction ends."""
         ...
@@ -51,13 +64,16 @@ class Transaction(Protocol):
     # queue
     async def enqueue(self, item: records.QueueItem) -> None: ...
 
+    async def enqueue_many(self, items: Sequence[records.QueueItem]) -> None: ...
+
     async def complete_item(self, item_id: str, claims: int) -> bool:
         """Delete a leased item; False if the lease was lost (``claims`` differs or item gone)."""
         ...
 
     async def reschedule_item(self, item: records.QueueItem, claims: int) -> bool:
         """Overwrite kind, step_id, attempt, available_at and payload of a leased item
-        (``item.id``), releasing the lease; False if the lease was lost."""
+        (``item.id``) and increment its ``claims``, which releases the lease (a heartbeat
+        holding the old token can no longer extend it); False if the lease was lost."""
         ...
 
     async def delete_item(self, item_id: str) -> None:
@@ -121,6 +137,10 @@ class Store(Protocol):
 
     async def extend_leases(self, leases: Sequence[tuple[str, int]], lease_until: int) -> set[str]:
         """Push the lease of each ``(item_id, claims)`` still held; returns the ids still held."""
+        ...
+
+    async def mark_run_started(self, run_id: str, now: int) -> None:
+        """Move a queued run to running (its first call is starting); no-op otherwise."""
         ...
 
     async def next_available_at(self) -> int | None:

@@ -327,10 +327,12 @@ async def test_reschedule_item_needs_the_current_claims_token(db: store.Store) -
     async with db.transaction() as tx:
         assert await tx.reschedule_item(changed, held.claims)
 
-    # The lease is released: the item waits until its new time, then comes back as written.
+    # The lease is released (the token moved on, so the old holder can no longer extend it): the
+    # item waits until its new time, then comes back as written.
+    assert await db.extend_leases([(held.id, held.claims)], 50_000) == set()
     assert await db.claim(now=9_999, limit=10, lease_until=20_000) == []
     (again,) = await db.claim(now=10_000, limit=10, lease_until=20_000)
-    assert again == dataclasses.replace(changed, available_at=20_000, claims=held.claims + 1)
+    assert again == dataclasses.replace(changed, available_at=20_000, claims=held.claims + 2)
 
 
 async def test_extend_leases_returns_only_the_leases_still_held(db: store.Store) -> None:

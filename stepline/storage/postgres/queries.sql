@@ -15,14 +15,22 @@ INSERT INTO runs (
     %(step_count)s, %(correlation_id)s
 );
 
--- name: delete_expired_idempotency_key
-DELETE FROM idempotency_keys
-WHERE function_id = %(function_id)s AND key = %(key)s AND expires_at <= %(now)s;
-
 -- name: insert_idempotency_key
+-- Claims the key when it is free or its reservation expired; changes no row otherwise.
 INSERT INTO idempotency_keys (function_id, key, run_id, expires_at)
 VALUES (%(function_id)s, %(key)s, %(run_id)s, %(expires_at)s)
-ON CONFLICT DO NOTHING;
+ON CONFLICT (function_id, key) DO UPDATE
+SET run_id = excluded.run_id, expires_at = excluded.expires_at
+WHERE idempotency_keys.expires_at <= %(now)s;
+
+-- name: next_step_seq
+UPDATE runs SET step_count = step_count + 1
+WHERE id = %(id)s AND status IN ('queued', 'running')
+RETURNING step_count - 1 AS seq;
+
+-- name: mark_run_started
+UPDATE runs SET status = 'running', started_at = %(now)s
+WHERE id = %(id)s AND status = 'queued';
 
 -- name: select_run
 SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
@@ -75,7 +83,8 @@ SET kind = %(kind)s,
     step_id = %(step_id)s,
     attempt = %(attempt)s,
     available_at = %(available_at)s,
-    payload = %(payload)s
+    payload = %(payload)s,
+    claims = claims + 1
 WHERE id = %(id)s AND claims = %(claims)s;
 
 -- name: delete_item
@@ -89,28 +98,28 @@ WHERE run_id = %(run_id)s;
 -- name: insert_pause
 INSERT INTO pauses (
     id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
-    timeout_item_id
+    timeout_item_id, step_name
 ) VALUES (
     %(id)s, %(run_id)s, %(step_id)s, %(kind)s, %(event_name)s, %(expression)s, %(event)s,
-    %(correlation_id)s, %(expires_at)s, %(created_at)s, %(timeout_item_id)s
+    %(correlation_id)s, %(expires_at)s, %(created_at)s, %(timeout_item_id)s, %(step_name)s
 );
 
 -- name: pauses_for_event
 SELECT id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
-       timeout_item_id
+       timeout_item_id, step_name
 FROM pauses
 WHERE event_name = %(event_name)s AND kind = 'wait'
 ORDER BY id;
 
 -- name: pause_by_correlation
 SELECT id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
-       timeout_item_id
+       timeout_item_id, step_name
 FROM pauses
 WHERE correlation_id = %(correlation_id)s;
 
 -- name: select_pause
 SELECT id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
-       timeout_item_id
+       timeout_item_id, step_name
 FROM pauses
 WHERE id = %(id)s;
 

@@ -172,6 +172,7 @@ def pause_params(pause: records.PauseRecord) -> Params:
         "expires_at": pause.expires_at,
         "created_at": pause.created_at,
         "timeout_item_id": pause.timeout_item_id,
+        "step_name": pause.step_name,
     }
 
 
@@ -188,6 +189,7 @@ def pause_record(row: Row) -> records.PauseRecord:
         expression=row["expression"],
         event=row["event"],
         correlation_id=row["correlation_id"],
+        step_name=row["step_name"],
     )
 
 

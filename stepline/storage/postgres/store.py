@@ -150,9 +150,47 @@ class PostgresTransaction:
             "now": now,
             "expires_at": expires_at,
         }
-        await self._execute("delete_expired_idempotency_key", params)
         cursor = await self._execute("insert_idempotency_key", params)
         return cursor.rowcount == 1
+
+    async def claim_idempotency_keys(self, claims: Sequence[records.IdempotencyClaim], now: int) -> list[bool]:
+        if not claims:
+            return []
+        sql = self._sql["insert_idempotency_key"]
+        with _translated("insert_idempotency_key", self._where):
+            # One pipeline: every claim is sent before the first answer is awaited.
+            async with self._conn.pipeline():
+                cursors = [
+                    await self._conn.execute(
+                        sql,
+                        {
+                            "function_id": claim.function_id,
+                            "key": claim.key,
+                            "run_id": claim.run_id,
+                            "expires_at": claim.expires_at,
+                            "now": now,
+                        },
+                    )
+                    for claim in claims
+                ]
+        return [cursor.rowcount == 1 for cursor in cursors]
+
+    async def _execute_many(self, name: str, params: Sequence[rows.Params]) -> None:
+        if not params:
+            return
+        with _translated(name, self._where):
+            async with self._conn.cursor() as cursor:
+                await cursor.executemany(self._sql[name], params)
+
+    async def insert_events(self, events: Sequence[records.EventRecord]) -> None:
+        await self._execute_many("insert_event", [rows.event_params(event) for event in events])
+
+    async def insert_runs(self, runs: Sequence[records.RunRecord]) -> None:
+        await self._execute_many("insert_run", [rows.run_params(run) for run in runs])
+
+    async def next_step_seq(self, run_id: str) -> int | None:
+        row = await self._fetchone("next_step_seq", {"id": run_id})
+        return None if row is None else int(row["seq"])
 
     async def lock_run(self, run_id: str) -> records.RunRecord | None:
         row = await self._fetchone("select_run_for_update", {"id": run_id})
@@ -173,6 +211,11 @@ class PostgresTransaction:
         await self._execute("enqueue_item", rows.item_params(item))
         self.wakes = True
 
+    async def enqueue_many(self, items: Sequence[records.QueueItem]) -> None:
+        if items:
+            await self._execute_many("enqueue_item", [rows.item_params(item) for item in items])
+            self.wakes = True
+
     async def complete_item(self, item_id: str, claims: int) -> bool:
         cursor = await self._execute("complete_item", {"id": item_id, "claims": claims})
         return cursor.rowcount == 1
@@ -182,7 +225,7 @@ class PostgresTransaction:
         params["claims"] = claims
         cursor = await self._execute("reschedule_item", params)
         moved = cursor.rowcount == 1
-        self.wakes = self.wakes or moved
+        self.wakes = self.wakes or (moved and item.available_at <= _wake_horizon_ms())
         return moved
 
     async def delete_item(self, item_id: str) -> None:
@@ -390,6 +433,11 @@ class PostgresStore:
 
     # reads
 
+    async def mark_run_started(self, run_id: str, now: int) -> None:
+        with _translated("mark_run_started", self._where):
+            async with self._connection() as conn:
+                await conn.execute(self._sql["mark_run_started"], {"id": run_id, "now": now})
+
     async def get_run(self, run_id: str) -> records.RunRecord | None:
         row = await self._fetchone("select_run", {"id": run_id})
         return None if row is None else rows.run_record(row)
@@ -504,3 +552,8 @@ async def _apply_missing(
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _wake_horizon_ms() -> int:
+    """Items due later than this need no wake-up now: executors sleep until the next due item."""
+    return time.time_ns() // 1_000_000 + 1_000

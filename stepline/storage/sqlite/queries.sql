@@ -53,14 +53,22 @@ FROM runs
 WHERE event_id = :event_id
 ORDER BY id;
 
--- name: delete_expired_idempotency_key
-DELETE FROM idempotency_keys
-WHERE function_id = :function_id AND key = :key AND expires_at <= :now;
-
 -- name: insert_idempotency_key
+-- Claims the key when it is free or its reservation expired; changes no row otherwise.
 INSERT INTO idempotency_keys (function_id, key, run_id, expires_at)
 VALUES (:function_id, :key, :run_id, :expires_at)
-ON CONFLICT (function_id, key) DO NOTHING;
+ON CONFLICT (function_id, key) DO UPDATE
+SET run_id = excluded.run_id, expires_at = excluded.expires_at
+WHERE idempotency_keys.expires_at <= :now;
+
+-- name: next_step_seq
+UPDATE runs SET step_count = step_count + 1
+WHERE id = :id AND status IN ('queued', 'running')
+RETURNING step_count - 1;
+
+-- name: mark_run_started
+UPDATE runs SET status = 'running', started_at = :now
+WHERE id = :id AND status = 'queued';
 
 -- name: insert_step
 INSERT INTO steps (run_id, step_id, name, kind, result, seq, attempts, started_at, ended_at)
@@ -87,7 +95,8 @@ SET kind = :kind,
     step_id = :step_id,
     attempt = :attempt,
     available_at = :available_at,
-    payload = :payload
+    payload = :payload,
+    claims = claims + 1
 WHERE id = :id AND claims = :claims;
 
 -- name: delete_item
@@ -129,29 +138,29 @@ FROM queue;
 -- name: insert_pause
 INSERT INTO pauses (
     id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
-    timeout_item_id
+    timeout_item_id, step_name
 )
 VALUES (
     :id, :run_id, :step_id, :kind, :event_name, :expression, :event, :correlation_id, :expires_at,
-    :created_at, :timeout_item_id
+    :created_at, :timeout_item_id, :step_name
 );
 
 -- name: pauses_for_event
 SELECT id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
-       timeout_item_id
+       timeout_item_id, step_name
 FROM pauses
 WHERE event_name = :event_name AND kind = 'wait'
 ORDER BY id;
 
 -- name: pause_by_correlation
 SELECT id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
-       timeout_item_id
+       timeout_item_id, step_name
 FROM pauses
 WHERE correlation_id = :correlation_id;
 
 -- name: select_pause
 SELECT id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
-       timeout_item_id
+       timeout_item_id, step_name
 FROM pauses
 WHERE id = :id;
 

@@ -204,6 +204,7 @@ def pause_params(pause: records.PauseRecord) -> Params:
         "expires_at": pause.expires_at,
         "created_at": pause.created_at,
         "timeout_item_id": pause.timeout_item_id,
+        "step_name": pause.step_name,
     }
 
 
@@ -220,6 +221,7 @@ def pause_record(row: Row) -> records.PauseRecord:
         expires_at,
         created_at,
         timeout_item_id,
+        step_name,
     ) = row
     return records.PauseRecord(
         id=id_,
@@ -233,6 +235,7 @@ def pause_record(row: Row) -> records.PauseRecord:
         expression=expression,
         event=decode_optional(event),
         correlation_id=correlation_id,
+        step_name=step_name,
     )
 
 

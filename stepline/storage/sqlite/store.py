@@ -49,6 +49,12 @@ class _Db:
         except sqlite3.Error as exc:
             raise errors.StorageError(f"SQLite query {name!r} failed: {exc}") from exc
 
+    def execute_many(self, name: str, params: Sequence[Mapping[str, Any]]) -> None:
+        try:
+            self.conn.executemany(self._named[name], params)
+        except sqlite3.Error as exc:
+            raise errors.StorageError(f"SQLite query {name!r} failed: {exc}") from exc
+
     def one(self, name: str, params: Mapping[str, Any] | None = None) -> rows.Row | None:
         found = self.execute(name, params).fetchall()
         return found[0] if found else None
@@ -107,10 +113,24 @@ class SQLiteTransaction:
         self._live().execute("insert_run", rows.run_params(run))
 
     async def claim_idempotency_key(self, function_id: str, key: str, run_id: str, now: int, expires_at: int) -> bool:
-        db = self._live()
-        db.execute("delete_expired_idempotency_key", {"function_id": function_id, "key": key, "now": now})
-        params = {"function_id": function_id, "key": key, "run_id": run_id, "expires_at": expires_at}
-        return db.count("insert_idempotency_key", params) == 1
+        params = {"function_id": function_id, "key": key, "run_id": run_id, "expires_at": expires_at, "now": now}
+        return self._live().count("insert_idempotency_key", params) == 1
+
+    async def claim_idempotency_keys(self, claims: Sequence[records.IdempotencyClaim], now: int) -> list[bool]:
+        return [
+            await self.claim_idempotency_key(claim.function_id, claim.key, claim.run_id, now, claim.expires_at)
+            for claim in claims
+        ]
+
+    async def insert_events(self, events: Sequence[records.EventRecord]) -> None:
+        self._live().execute_many("insert_event", [rows.event_params(event) for event in events])
+
+    async def insert_runs(self, runs: Sequence[records.RunRecord]) -> None:
+        self._live().execute_many("insert_run", [rows.run_params(run) for run in runs])
+
+    async def next_step_seq(self, run_id: str) -> int | None:
+        row = self._live().one("next_step_seq", {"id": run_id})
+        return None if row is None else int(row[0])
 
     async def lock_run(self, run_id: str) -> records.RunRecord | None:
         row = self._live().one("select_run_for_update", {"id": run_id})
@@ -128,6 +148,11 @@ class SQLiteTransaction:
         self._live().execute("enqueue_item", rows.item_params(item))
         self.wakes = True
 
+    async def enqueue_many(self, items: Sequence[records.QueueItem]) -> None:
+        if items:
+            self._live().execute_many("enqueue_item", [rows.item_params(item) for item in items])
+            self.wakes = True
+
     async def complete_item(self, item_id: str, claims: int) -> bool:
         return self._live().count("complete_item", {"id": item_id, "claims": claims}) == 1
 
@@ -142,7 +167,7 @@ class SQLiteTransaction:
             "payload": rows.encode(item.payload),
         }
         done = self._live().count("reschedule_item", params) == 1
-        self.wakes = self.wakes or done
+        self.wakes = self.wakes or (done and item.available_at <= _wake_horizon_ms())
         return done
 
     async def delete_item(self, item_id: str) -> None:
@@ -231,6 +256,10 @@ class SQLiteStore:
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[_Db]:
         """One write transaction on the writer connection: commit on clean exit, else roll back."""
+        # Statements run on the loop thread and never block on I/O the loop could use, so without
+        # this yield a busy executor would process item after item without letting other tasks
+        # (web handlers sharing the loop, other runs) in between.
+        await asyncio.sleep(0)
         async with self._lock:
             self._writer.control("BEGIN IMMEDIATE")
             try:
@@ -294,6 +323,10 @@ class SQLiteStore:
 
     async def runs_for_event(self, internal_id: str) -> list[records.RunRecord]:
         return [rows.run_record(row) for row in self._reader.all("runs_for_event", {"event_id": internal_id})]
+
+    async def mark_run_started(self, run_id: str, now: int) -> None:
+        async with self._write() as db:
+            db.execute("mark_run_started", {"id": run_id, "now": now})
 
     async def count_queue(self) -> int:
         row = self._reader.one("count_queue")
@@ -378,3 +411,8 @@ def _statements(script: str) -> list[str]:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _wake_horizon_ms() -> int:
+    """Items due later than this need no wake-up now: executors sleep until the next due item."""
+    return time.time_ns() // 1_000_000 + 1_000

@@ -96,7 +96,8 @@ CREATE TABLE pauses (
     correlation_id  TEXT COLLATE "C",
     expires_at      BIGINT NOT NULL,
     created_at      BIGINT NOT NULL,
-    timeout_item_id TEXT COLLATE "C" NOT NULL
+    timeout_item_id TEXT COLLATE "C" NOT NULL,
+    step_name       TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX pauses_by_event ON pauses (event_name, id) WHERE event_name IS NOT NULL;
 CREATE UNIQUE INDEX pauses_by_correlation ON pauses (correlation_id) WHERE correlation_id IS NOT NULL;

@@ -82,7 +82,8 @@ CREATE TABLE pauses (
     correlation_id  TEXT,
     expires_at      INTEGER NOT NULL,
     created_at      INTEGER NOT NULL,
-    timeout_item_id TEXT NOT NULL
+    timeout_item_id TEXT NOT NULL,
+    step_name       TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX pauses_by_event ON pauses (event_name, id) WHERE event_name IS NOT NULL;
 CREATE UNIQUE INDEX pauses_by_correlation ON pauses (correlation_id) WHERE correlation_id IS NOT NULL;

@@ -1,0 +1,32 @@
+"""Checking that a value can cross the wire and be stored on every backend.
+
+Stricter than ``json.dumps``: NaN and Infinity are not JSON (and PostgreSQL rejects them),
+and PostgreSQL's JSONB cannot hold the NUL character. Rejecting both at the boundary, with
+the culprit named, makes SQLite and PostgreSQL behave the same and keeps an unstorable value
+from reaching the database at all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from stepline import errors
+
+# An escaped NUL in JSON text: ``\u0000`` preceded by an even number of backslashes (an odd
+# number would make it the literal text "\u0000", which is fine).
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def check_json(value: Any, what: str) -> None:
+    """Raise ``SerializationError`` naming ``what`` unless ``value`` is storable JSON."""
+    try:
+        encoded = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise errors.SerializationError(
+            f"{what} is not JSON-serialisable ({type(value).__name__}): {exc}. "
+            "Use dicts, lists, strings, finite numbers, booleans or None."
+        ) from None
+    if "\\u0000" in encoded and _NUL_ESCAPE.search(encoded):
+        raise errors.SerializationError(f"{what} cannot be stored: it contains a NUL character (U+0000)")
