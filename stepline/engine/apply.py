@@ -99,21 +99,19 @@ class Applier:
         async with self._db.transaction() as tx:
             # The lease is the fence here: no other item of the run is in flight during a
             # discovery call, so only the sequence number is taken from the run row.
-            seq = await tx.next_step_seq(run_id)
-            if seq is None:  # the run ended (e.g. was cancelled): stop this call
-                raise transitions.LeaseLostError(item.id)
             step = records.StepRecord(
                 run_id=run_id,
                 step_id=op.id,
                 name=op.label,
                 kind="run",
                 result={"data": op.data},
-                seq=seq,
+                seq=-1,
                 attempts=item.attempt + 1,
                 started_at=started_at,
                 ended_at=now,
             )
-            await tx.record_step(step)
+            if await tx.record_checkpoint(step) is None:  # the run ended (e.g. was cancelled)
+                raise transitions.LeaseLostError(item.id)
             item.attempt = 0  # the item now stands for the call after this step
             item.available_at = now + self._lease_ms
             if not await tx.reschedule_item(item, item.claims):

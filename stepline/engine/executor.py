@@ -145,7 +145,12 @@ class Executor:
             except Exception:
                 logger.exception("extending leases failed; will retry")
                 continue
-            lost = {item_id for item_id, _ in leases} - held
+            # An item whose token moved on meanwhile (a checkpoint re-leased it) was not lost.
+            lost = [
+                item_id
+                for item_id, claims in leases
+                if item_id not in held and item_id in self._inflight and self._inflight[item_id][0].claims == claims
+            ]
             if lost:
                 logger.warning("lost the lease of %d in-flight item(s): another worker will run them", len(lost))
 

@@ -41,6 +41,11 @@ class Transaction(Protocol):
 
     async def insert_runs(self, runs: Sequence[records.RunRecord]) -> None: ...
 
+    async def record_checkpoint(self, step: records.StepRecord) -> int | None:
+        """Record ``step`` at its run's next sequence number (``step.seq`` is ignored); returns that
+        number, or None (nothing written) if the run has ended or the step was already recorded."""
+        ...
+
     async def next_step_seq(self, run_id: str) -> int | None:
         """Take the next step sequence number of a run that has not ended (holding the run row
         until the transaction ends); None if the run is missing or ended."""

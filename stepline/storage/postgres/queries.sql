@@ -28,6 +28,21 @@ UPDATE runs SET step_count = step_count + 1
 WHERE id = %(id)s AND status IN ('queued', 'running')
 RETURNING step_count - 1 AS seq;
 
+-- name: record_checkpoint
+-- A step that ran inline, at the run's next sequence number, in one statement; no row when the
+-- run has ended or the step was already recorded.
+WITH next AS (
+    UPDATE runs SET step_count = step_count + 1
+    WHERE id = %(run_id)s AND status IN ('queued', 'running')
+    RETURNING step_count - 1 AS seq
+)
+INSERT INTO steps (run_id, step_id, name, kind, result, seq, attempts, started_at, ended_at)
+SELECT %(run_id)s, %(step_id)s, %(name)s, %(kind)s, %(result)s, next.seq, %(attempts)s, %(started_at)s,
+       %(ended_at)s
+FROM next
+ON CONFLICT DO NOTHING
+RETURNING seq;
+
 -- name: mark_run_started
 UPDATE runs SET status = 'running', started_at = %(now)s
 WHERE id = %(id)s AND status = 'queued';

@@ -188,6 +188,10 @@ class PostgresTransaction:
     async def insert_runs(self, runs: Sequence[records.RunRecord]) -> None:
         await self._execute_many("insert_run", [rows.run_params(run) for run in runs])
 
+    async def record_checkpoint(self, step: records.StepRecord) -> int | None:
+        row = await self._fetchone("record_checkpoint", rows.step_params(step))
+        return None if row is None else int(row["seq"])
+
     async def next_step_seq(self, run_id: str) -> int | None:
         row = await self._fetchone("next_step_seq", {"id": run_id})
         return None if row is None else int(row["seq"])

@@ -66,6 +66,16 @@ UPDATE runs SET step_count = step_count + 1
 WHERE id = :id AND status IN ('queued', 'running')
 RETURNING step_count - 1;
 
+-- name: record_checkpoint
+-- A step that ran inline, at the run's next sequence number (the caller then runs next_step_seq
+-- to move the counter); no row when the run has ended or the step was already recorded.
+INSERT INTO steps (run_id, step_id, name, kind, result, seq, attempts, started_at, ended_at)
+SELECT :run_id, :step_id, :name, :kind, :result, step_count, :attempts, :started_at, :ended_at
+FROM runs
+WHERE id = :run_id AND status IN ('queued', 'running')
+ON CONFLICT DO NOTHING
+RETURNING seq;
+
 -- name: mark_run_started
 UPDATE runs SET status = 'running', started_at = :now
 WHERE id = :id AND status = 'queued';

@@ -128,6 +128,14 @@ class SQLiteTransaction:
     async def insert_runs(self, runs: Sequence[records.RunRecord]) -> None:
         self._live().execute_many("insert_run", [rows.run_params(run) for run in runs])
 
+    async def record_checkpoint(self, step: records.StepRecord) -> int | None:
+        db = self._live()
+        row = db.one("record_checkpoint", rows.step_params(step))
+        if row is None:
+            return None
+        db.execute("next_step_seq", {"id": step.run_id})
+        return int(row[0])
+
     async def next_step_seq(self, run_id: str) -> int | None:
         row = self._live().one("next_step_seq", {"id": run_id})
         return None if row is None else int(row[0])
