@@ -19,7 +19,6 @@ from stepline.engine import clock as clock_
 from stepline.engine import ingest as ingest_
 from stepline.engine import registry as registry_
 from stepline.protocol import durations, expressions, models, opcodes, responses
-from stepline.sdk import function as function_
 from stepline.storage import records, store
 
 logger = logging.getLogger("stepline.engine")
@@ -122,7 +121,7 @@ class Applier:
         self,
         item: records.QueueItem,
         run_id: str,
-        fn: function_.Function,
+        fn: registry_.FunctionSpec,
         outcome: responses.Outcome,
         started_at: int,
     ) -> Applied:
@@ -252,7 +251,7 @@ class Applier:
         tx: store.Transaction,
         run: records.RunRecord,
         item: records.QueueItem,
-        fn: function_.Function,
+        fn: registry_.FunctionSpec,
         outcome: responses.Errored,
         now: int,
     ) -> Applied:
@@ -267,7 +266,7 @@ class Applier:
         tx: store.Transaction,
         run: records.RunRecord,
         item: records.QueueItem,
-        fn: function_.Function,
+        fn: registry_.FunctionSpec,
         outcome: responses.Ops,
         started_at: int,
         now: int,

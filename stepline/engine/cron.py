@@ -48,14 +48,15 @@ class CronScheduler:
     async def register(self, app_id: str) -> None:
         """Store each cron function's schedule, keeping the next fire time of unchanged ones."""
         now = self._clock.now_ms()
-        crons = self._registry.cron_functions()
+        crons = [spec for spec in self._registry.cron_functions() if spec.app_id == app_id]
         async with self._db.transaction() as tx:
-            for fn, trigger in crons:
-                existing = await tx.get_cron(fn.composite_id)
-                if existing is None or existing.schedule != trigger.wire_schedule:
-                    next_at = next_fire_ms(trigger.wire_schedule, now)
-                    await tx.upsert_cron(records.CronRecord(fn.composite_id, trigger.wire_schedule, next_at))
-            await tx.delete_crons_except([fn.composite_id for fn, _ in crons], app_id)
+            for spec in crons:
+                assert spec.cron is not None
+                existing = await tx.get_cron(spec.id)
+                if existing is None or existing.schedule != spec.cron:
+                    next_at = next_fire_ms(spec.cron, now)
+                    await tx.upsert_cron(records.CronRecord(spec.id, spec.cron, next_at))
+            await tx.delete_crons_except([spec.id for spec in crons], app_id)
 
     async def fire_due(self) -> list[str]:
         """Start the runs of every schedule that is due; returns their run ids."""

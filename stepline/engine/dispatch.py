@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 
+from typing import Protocol
+
+from stepline import errors
 from stepline.engine import apply as apply_
+from stepline.engine import registry as registry_
 from stepline.protocol import models, responses
 from stepline.sdk import client as client_
 from stepline.sdk import execution
@@ -21,7 +25,7 @@ def build_request(
     run: records.RunRecord,
     steps: list[records.StepRecord],
     item: records.QueueItem,
-    fn: function_.Function,
+    fn: registry_.FunctionSpec,
 ) -> models.ExecutionRequest:
     stack = [step.step_id for step in steps]
     return models.ExecutionRequest(
@@ -65,16 +69,35 @@ class CallCheckpointer:
         asyncio.run_coroutine_threadsafe(self.checkpoint(op), self._loop).result()
 
 
-class InProcessTransport:
-    def __init__(self, client: client_.Stepline) -> None:
-        self._client = client
+class Transport(Protocol):
+    """How a call reaches a function: in this process, or over HTTP to the app that serves it."""
+
+    supports_checkpoints: bool
 
     async def call(
         self,
-        fn: function_.Function,
+        spec: registry_.FunctionSpec,
+        request: models.ExecutionRequest,
+        checkpointer: CallCheckpointer | None,
+    ) -> responses.CallResponse: ...
+
+
+class InProcessTransport:
+    supports_checkpoints = True
+
+    def __init__(self, client: client_.Stepline, functions: dict[str, function_.Function]) -> None:
+        self._client = client
+        self._functions = functions
+
+    async def call(
+        self,
+        spec: registry_.FunctionSpec,
         request: models.ExecutionRequest,
         checkpointer: CallCheckpointer | None,
     ) -> responses.CallResponse:
+        fn = self._functions.get(spec.id)
+        if fn is None:
+            raise errors.FunctionNotFoundError(f"function {spec.id!r} is not defined in this process")
         if fn.is_async:
             return await execution.execute(fn, self._client, request, checkpointer=checkpointer)
         return await asyncio.to_thread(execution.execute_sync, fn, self._client, request, checkpointer=checkpointer)

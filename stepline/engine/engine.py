@@ -130,8 +130,9 @@ class Engine:
         if lease < timedelta(seconds=1):
             raise errors.ConfigurationError(f"lease must be at least 1 second (got {lease})")
         self.client = client
-        self.registry = registry_.Registry(functions)
-        for fn in self.registry.functions.values():
+        specs, self._local_functions = registry_.specs_for(functions)
+        self.registry = registry_.Registry(specs)
+        for fn in self._local_functions.values():
             if fn.app_id != client.app_id:
                 raise errors.ConfigurationError(
                     f"function {fn.id!r} belongs to app {fn.app_id!r}, not to this client's app {client.app_id!r}"
@@ -179,7 +180,7 @@ class Engine:
             self._db,
             self.registry,
             applier,
-            dispatch.InProcessTransport(self.client),
+            dispatch.InProcessTransport(self.client, self._local_functions),
             self.clock,
             concurrency=self._concurrency,
             lease_ms=self._lease_ms,
@@ -302,9 +303,8 @@ class Engine:
     async def _register_functions(self) -> None:
         now = self.clock.now_ms()
         async with self.store.transaction() as tx:
-            for fn in self.registry.functions.values():
-                config = fn.to_config(f"embedded://{fn.app_id}")
-                await tx.upsert_function(records.FunctionRecord(fn.composite_id, fn.app_id, fn.name, config, now))
+            for spec in self.registry.functions.values():
+                await tx.upsert_function(records.FunctionRecord(spec.id, spec.app_id, spec.name, spec.config, now))
 
     async def _cron_loop(self) -> None:
         assert self._cron is not None

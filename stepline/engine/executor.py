@@ -19,7 +19,6 @@ from stepline.engine import clock as clock_
 from stepline.engine import dispatch, transitions
 from stepline.engine import registry as registry_
 from stepline.protocol import models, responses
-from stepline.sdk import function as function_
 from stepline.sdk import replay
 from stepline.storage import records, store
 
@@ -32,7 +31,7 @@ class Executor:
         db: store.Store,
         registry: registry_.Registry,
         applier: apply_.Applier,
-        transport: dispatch.InProcessTransport,
+        transport: dispatch.Transport,
         clock: clock_.Clock,
         *,
         concurrency: int,
@@ -198,13 +197,13 @@ class Executor:
             await self._applier.mark_running(run.id)
         await self._call(item, run, fn)
 
-    async def _call(self, item: records.QueueItem, run: records.RunRecord, fn: function_.Function) -> None:
+    async def _call(self, item: records.QueueItem, run: records.RunRecord, fn: registry_.FunctionSpec) -> None:
         steps = await self._db.list_steps(run.id)
         request = dispatch.build_request(run, steps, item, fn)
         started_at = self._clock.now_ms()
         checkpointer = (
             dispatch.CallCheckpointer(self._applier, item, run.id, started_at, asyncio.get_running_loop())
-            if self._checkpointing
+            if self._checkpointing and self._transport.supports_checkpoints
             else None
         )
         try:

@@ -14,7 +14,6 @@ from stepline import errors
 from stepline.engine import registry as registry_
 from stepline.engine import transitions
 from stepline.protocol import expressions, jsonvalue
-from stepline.sdk import function as function_
 from stepline.storage import records, store
 
 IDEMPOTENCY_WINDOW_MS = 24 * 3_600_000
@@ -57,7 +56,7 @@ def normalise_event(raw: dict[str, Any], now: int) -> records.EventRecord:
 
 @dataclasses.dataclass(slots=True)
 class _PlannedRun:
-    fn: function_.Function
+    fn: registry_.FunctionSpec
     event: dict[str, Any]
     event_internal_id: str
     run_id: str = dataclasses.field(default_factory=transitions.new_id)
@@ -67,7 +66,7 @@ class _PlannedRun:
         invoked = self.event.get("name") == transitions.INVOKED_EVENT
         return records.RunRecord(
             id=self.run_id,
-            function_id=self.fn.composite_id,
+            function_id=self.fn.id,
             event_id=self.event_internal_id,
             events=[self.event],
             status=records.RunStatus.QUEUED,
@@ -99,7 +98,7 @@ class Ingestor:
             result.resumed_runs.extend(await self._resume_pauses(tx, wire, now, depth, listeners))
         return result
 
-    def _targets(self, wire: dict[str, Any]) -> list[function_.Function]:
+    def _targets(self, wire: dict[str, Any]) -> list[registry_.FunctionSpec]:
         if wire["name"] == transitions.INVOKED_EVENT:
             target = (wire["data"].get("_inngest") or {}).get("fn_id")
             fn = self.registry.get(str(target))
@@ -109,7 +108,7 @@ class Ingestor:
     async def start_run(
         self,
         tx: store.Transaction,
-        fn: function_.Function,
+        fn: registry_.FunctionSpec,
         events: list[dict[str, Any]],
         event_internal_id: str,
         now: int,
@@ -124,7 +123,7 @@ class Ingestor:
             return []
         claims = [
             records.IdempotencyClaim(
-                plan.fn.composite_id, str(plan.event.get("id")), plan.run_id, now + IDEMPOTENCY_WINDOW_MS
+                plan.fn.id, str(plan.event.get("id")), plan.run_id, now + IDEMPOTENCY_WINDOW_MS
             )
             for plan in planned
         ]
