@@ -171,6 +171,21 @@ class FunctionRecord:
 
 
 @dataclasses.dataclass(slots=True)
+class AppRecord:
+    id: str
+    """The app id (``appname`` in the sync payload)."""
+    url: str
+    """The serve URL calls are sent to."""
+    synced_at: int
+    framework: str | None = None
+    sdk: str | None = None
+    checksum: str | None = None
+    """sha256 of the last synced payload: an unchanged sync is a no-op."""
+    error: str | None = None
+    """Why the last sync attempt failed, if it did."""
+
+
+@dataclasses.dataclass(slots=True)
 class CronRecord:
     function_id: str
     schedule: str

@@ -252,3 +252,23 @@ ORDER BY version;
 -- name: insert_migration
 INSERT INTO schema_migrations (version, name, applied_at)
 VALUES (%(version)s, %(name)s, %(applied_at)s);
+
+-- name: upsert_app
+INSERT INTO apps (id, url, framework, sdk, checksum, synced_at, error)
+VALUES (%(id)s, %(url)s, %(framework)s, %(sdk)s, %(checksum)s, %(synced_at)s, %(error)s)
+ON CONFLICT (id) DO UPDATE
+SET url = excluded.url, framework = excluded.framework, sdk = excluded.sdk, checksum = excluded.checksum,
+    synced_at = excluded.synced_at, error = excluded.error;
+
+-- name: select_apps
+SELECT id, url, framework, sdk, checksum, synced_at, error FROM apps ORDER BY id;
+
+-- name: select_app
+SELECT id, url, framework, sdk, checksum, synced_at, error FROM apps WHERE id = %(id)s;
+
+-- name: select_functions
+SELECT id, app_id, name, config, updated_at FROM functions ORDER BY id;
+
+-- name: delete_functions_except
+DELETE FROM functions
+WHERE app_id = %(app_id)s AND NOT (id = ANY(%(function_ids)s::text[]));

@@ -6,6 +6,8 @@ A nullable JSON column stores SQL ``NULL`` for ``None``; a NOT NULL one stores J
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from typing import Any
 
@@ -211,3 +213,23 @@ def cron_record(row: Row) -> records.CronRecord:
     return records.CronRecord(
         function_id=row["function_id"], schedule=row["schedule"], next_fire_at=row["next_fire_at"]
     )
+
+
+def app_params(app: records.AppRecord) -> Params:
+    return dataclasses.asdict(app)
+
+
+def app_record(row: Row) -> records.AppRecord:
+    return records.AppRecord(
+        id=row["id"],
+        url=row["url"],
+        synced_at=row["synced_at"],
+        framework=row["framework"],
+        sdk=row["sdk"],
+        checksum=row["checksum"],
+        error=row["error"],
+    )
+
+
+def function_record(row: Row) -> records.FunctionRecord:
+    return records.FunctionRecord(row["id"], row["app_id"], row["name"], row["config"], row["updated_at"])

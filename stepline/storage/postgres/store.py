@@ -268,6 +268,14 @@ class PostgresTransaction:
     async def upsert_function(self, function: records.FunctionRecord) -> None:
         await self._execute("upsert_function", rows.function_params(function))
 
+    async def delete_functions_except(self, app_id: str, function_ids: Sequence[str]) -> None:
+        params = {"function_ids": list(function_ids), "app_id": app_id}
+        await self._execute("delete_crons_except", params)
+        await self._execute("delete_functions_except", params)
+
+    async def upsert_app(self, app: records.AppRecord) -> None:
+        await self._execute("upsert_app", rows.app_params(app))
+
     async def get_cron(self, function_id: str) -> records.CronRecord | None:
         row = await self._fetchone("select_cron", {"function_id": function_id})
         return None if row is None else rows.cron_record(row)
@@ -441,6 +449,16 @@ class PostgresStore:
         with _translated("mark_run_started", self._where):
             async with self._connection() as conn:
                 await conn.execute(self._sql["mark_run_started"], {"id": run_id, "now": now})
+
+    async def list_apps(self) -> list[records.AppRecord]:
+        return [rows.app_record(row) for row in await self._fetchall("select_apps", {})]
+
+    async def get_app(self, app_id: str) -> records.AppRecord | None:
+        row = await self._fetchone("select_app", {"id": app_id})
+        return None if row is None else rows.app_record(row)
+
+    async def list_functions(self) -> list[records.FunctionRecord]:
+        return [rows.function_record(row) for row in await self._fetchall("select_functions", {})]
 
     async def get_run(self, run_id: str) -> records.RunRecord | None:
         row = await self._fetchone("select_run", {"id": run_id})

@@ -228,3 +228,24 @@ ORDER BY version;
 -- name: insert_migration
 INSERT INTO schema_migrations (version, name, applied_at)
 VALUES (:version, :name, :applied_at);
+
+-- name: upsert_app
+INSERT INTO apps (id, url, framework, sdk, checksum, synced_at, error)
+VALUES (:id, :url, :framework, :sdk, :checksum, :synced_at, :error)
+ON CONFLICT (id) DO UPDATE
+SET url = excluded.url, framework = excluded.framework, sdk = excluded.sdk, checksum = excluded.checksum,
+    synced_at = excluded.synced_at, error = excluded.error;
+
+-- name: select_apps
+SELECT id, url, framework, sdk, checksum, synced_at, error FROM apps ORDER BY id;
+
+-- name: select_app
+SELECT id, url, framework, sdk, checksum, synced_at, error FROM apps WHERE id = :id;
+
+-- name: select_functions
+SELECT id, app_id, name, config, updated_at FROM functions ORDER BY id;
+
+-- name: delete_functions_except
+-- :function_ids is a JSON array of the app's function ids to keep.
+DELETE FROM functions
+WHERE app_id = :app_id AND id NOT IN (SELECT value FROM json_each(:function_ids));

@@ -7,6 +7,8 @@ booleans are 0/1 and enums their string values. Rows come from the column lists 
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from typing import Any
 
@@ -259,3 +261,17 @@ def cron_params(cron: records.CronRecord) -> Params:
 def cron_record(row: Row) -> records.CronRecord:
     function_id, schedule, next_fire_at = row
     return records.CronRecord(function_id=function_id, schedule=schedule, next_fire_at=next_fire_at)
+
+
+def app_params(app: records.AppRecord) -> Params:
+    return dataclasses.asdict(app)
+
+
+def app_record(row: Row) -> records.AppRecord:
+    id_, url, framework, sdk, checksum, synced_at, error = row
+    return records.AppRecord(id_, url, synced_at, framework, sdk, checksum, error)
+
+
+def function_record(row: Row) -> records.FunctionRecord:
+    id_, app_id, name, config, updated_at = row
+    return records.FunctionRecord(id_, app_id, name, json.loads(config), updated_at)

@@ -210,6 +210,15 @@ class SQLiteTransaction:
     async def upsert_function(self, function: records.FunctionRecord) -> None:
         self._live().execute("upsert_function", rows.function_params(function))
 
+    async def delete_functions_except(self, app_id: str, function_ids: Sequence[str]) -> None:
+        params = {"function_ids": rows.encode(list(function_ids)), "app_id": app_id}
+        db = self._live()
+        db.execute("delete_crons_except", params)
+        db.execute("delete_functions_except", params)
+
+    async def upsert_app(self, app: records.AppRecord) -> None:
+        self._live().execute("upsert_app", rows.app_params(app))
+
     async def get_cron(self, function_id: str) -> records.CronRecord | None:
         row = self._live().one("select_cron", {"function_id": function_id})
         return None if row is None else rows.cron_record(row)
@@ -335,6 +344,16 @@ class SQLiteStore:
     async def mark_run_started(self, run_id: str, now: int) -> None:
         async with self._write() as db:
             db.execute("mark_run_started", {"id": run_id, "now": now})
+
+    async def list_apps(self) -> list[records.AppRecord]:
+        return [rows.app_record(row) for row in self._reader.all("select_apps")]
+
+    async def get_app(self, app_id: str) -> records.AppRecord | None:
+        row = self._reader.one("select_app", {"id": app_id})
+        return None if row is None else rows.app_record(row)
+
+    async def list_functions(self) -> list[records.FunctionRecord]:
+        return [rows.function_record(row) for row in self._reader.all("select_functions")]
 
     async def count_queue(self) -> int:
         row = self._reader.one("count_queue")
