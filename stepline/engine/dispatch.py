@@ -8,7 +8,6 @@ per step, far fewer round-trips).
 from __future__ import annotations
 
 import asyncio
-
 from typing import Protocol
 
 from stepline import errors

@@ -117,14 +117,22 @@ class Ingestor:
         started = await self._start_runs(tx, [_PlannedRun(fn, events[0], event_internal_id)], now)
         return started[0] if started else None
 
+    async def rerun(
+        self, tx: store.Transaction, fn: registry_.FunctionSpec, original: records.RunRecord, now: int
+    ) -> str:
+        """A new run of ``fn`` for ``original``'s events, bypassing the idempotency window."""
+        run = _PlannedRun(fn, original.events[0], original.event_id).to_run(now)
+        run.events = original.events
+        await tx.insert_runs([run])
+        await tx.enqueue_many([transitions.discover_item(run, now)])
+        return run.id
+
     async def _start_runs(self, tx: store.Transaction, planned: list[_PlannedRun], now: int) -> list[str]:
         """Create the runs whose event id is new to their function (the idempotency window)."""
         if not planned:
             return []
         claims = [
-            records.IdempotencyClaim(
-                plan.fn.id, str(plan.event.get("id")), plan.run_id, now + IDEMPOTENCY_WINDOW_MS
-            )
+            records.IdempotencyClaim(plan.fn.id, str(plan.event.get("id")), plan.run_id, now + IDEMPOTENCY_WINDOW_MS)
             for plan in planned
         ]
         claimed = await tx.claim_idempotency_keys(claims, now)

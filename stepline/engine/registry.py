@@ -71,7 +71,9 @@ class FunctionSpec:
             else:
                 raise errors.ConfigurationError(f"function {fn_id!r}: a trigger needs 'event' or 'cron': {trigger!r}")
         if len(crons) > 1:
-            raise errors.ConfigurationError(f"function {fn_id!r} has {len(crons)} cron triggers; at most one is supported")
+            raise errors.ConfigurationError(
+                f"function {fn_id!r} has {len(crons)} cron triggers; at most one is supported"
+            )
         step = ((config.get("steps") or {}).get("step")) or {}
         retries = (step.get("retries") or {}).get("attempts", config.get("retries", DEFAULT_RETRIES))
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
@@ -89,7 +91,9 @@ class FunctionSpec:
         )
 
 
-def specs_for(functions: Iterable[function_.Function | Any]) -> tuple[list[FunctionSpec], dict[str, function_.Function]]:
+def specs_for(
+    functions: Iterable[function_.Function | Any],
+) -> tuple[list[FunctionSpec], dict[str, function_.Function]]:
     """Specs of local functions (with their on_failure functions), and the functions by id."""
     given = list(functions)
     failure_handlers = {
@@ -106,7 +110,9 @@ def specs_for(functions: Iterable[function_.Function | Any]) -> tuple[list[Funct
         elif callable(item) and id(item) in failure_handlers:
             continue  # an on_failure handler: registered through the function it watches
         else:
-            raise errors.ConfigurationError(f"{item!r} is not a stepline function: decorate it with @client.function(...)")
+            raise errors.ConfigurationError(
+                f"{item!r} is not a stepline function: decorate it with @client.function(...)"
+            )
     specs = [FunctionSpec.from_config(fn.to_config(f"embedded://{fn.app_id}"), fn.app_id) for fn in local.values()]
     return specs, local
 

@@ -1,0 +1,246 @@
+"""The engine machinery shared by the embedded ``Engine`` and the server's runtime.
+
+Owns the store, the executor, the cron loop and the run-level operations (send, get, wait,
+cancel, rerun). Subclasses say where functions come from and how calls reach them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Self
+
+from stepline import errors
+from stepline.engine import apply as apply_
+from stepline.engine import clock as clock_
+from stepline.engine import cron as cron_
+from stepline.engine import dispatch, executor, ingest, transitions, views
+from stepline.engine import registry as registry_
+from stepline.protocol import models
+from stepline.storage import open_store, records, store
+
+logger = logging.getLogger("stepline.engine")
+
+
+class EngineCore:
+    """Runs the functions of ``registry`` durably on ``database_url`` (SQLite or PostgreSQL).
+
+    ``concurrency`` bounds calls in flight; ``lease`` is how long a claimed item stays
+    exclusive without a heartbeat; ``poll_interval`` is the fallback scan period (wake-ups
+    are immediate in-process and through ``LISTEN/NOTIFY`` on PostgreSQL).
+    """
+
+    def __init__(
+        self,
+        registry: registry_.Registry,
+        database_url: str,
+        *,
+        concurrency: int = 32,
+        lease: timedelta = timedelta(seconds=30),
+        poll_interval: timedelta = timedelta(seconds=1),
+        pool_size: int = 10,
+        checkpointing: bool = True,
+        clock: clock_.Clock | None = None,
+        background: bool = True,
+    ) -> None:
+        if concurrency < 1:
+            raise errors.ConfigurationError(f"concurrency must be at least 1 (got {concurrency})")
+        if lease < timedelta(seconds=1):
+            raise errors.ConfigurationError(f"lease must be at least 1 second (got {lease})")
+        self.registry = registry
+        self.database_url = database_url
+        self.clock: clock_.Clock = clock or clock_.SystemClock()
+        self._concurrency = concurrency
+        self._lease_ms = int(lease.total_seconds() * 1000)
+        self._poll_interval_s = poll_interval.total_seconds()
+        self._pool_size = pool_size
+        self._checkpointing = checkpointing
+        self._background = background
+        self._db: store.Store | None = None
+        self._executor: executor.Executor | None = None
+        self._cron: cron_.CronScheduler | None = None
+        self._ingestor = ingest.Ingestor(self.registry)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._run_ended = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # what subclasses provide
+    def _transport(self) -> dispatch.Transport:
+        raise NotImplementedError
+
+    async def _on_open(self) -> None:
+        """Called with the store open, before executing starts (register functions, load apps)."""
+
+    async def _on_close(self) -> None:
+        """Called before the store closes."""
+
+    def _background_jobs(self) -> list[Coroutine[Any, Any, None]]:
+        """Extra loops to run while started (in background mode)."""
+        return []
+
+    # lifecycle
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Open the database, register functions and (unless ``background=False``) start executing."""
+        if self._db is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._db = await open_store(self.database_url, pool_size=self._pool_size)
+        try:
+            await self._on_open()
+        except BaseException:
+            await self._db.close()
+            self._db = None
+            raise
+        applier = apply_.Applier(self._db, self.registry, self._ingestor, self.clock, lease_ms=self._lease_ms)
+        self._executor = executor.Executor(
+            self._db,
+            self.registry,
+            applier,
+            self._transport(),
+            self.clock,
+            concurrency=self._concurrency,
+            lease_ms=self._lease_ms,
+            poll_interval_s=self._poll_interval_s,
+            on_run_ended=self._note_run_ended,
+            checkpointing=self._checkpointing,
+        )
+        self._cron = cron_.CronScheduler(self._db, self.registry, self._ingestor, self.clock)
+        await self._register_crons()
+        if self._background:
+            jobs = [self._executor.run_forever(), self._cron_loop(), *self._background_jobs()]
+            self._tasks = [asyncio.create_task(job) for job in jobs]
+
+    async def stop(self, grace: timedelta = timedelta(seconds=10)) -> None:
+        """Stop executing (in-flight calls get ``grace`` to finish) and close the database."""
+        if self._db is None:
+            return
+        if self._executor is not None:
+            await self._executor.stop(grace.total_seconds())
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self._on_close()
+        await self._db.close()
+        self._db = None
+
+    @property
+    def store(self) -> store.Store:
+        if self._db is None:
+            raise errors.ConfigurationError(
+                "the engine is not started: use 'async with engine:' or await engine.start()"
+            )
+        return self._db
+
+    # events
+    async def send_wire(self, wire: list[dict[str, Any]]) -> ingest.IngestResult:
+        """Accept events in wire form: stored with the runs they start, atomically."""
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            return await self._ingestor.ingest(tx, wire, now)
+
+    # runs
+    async def get_run(self, run_id: str) -> views.Run | None:
+        run = await self.store.get_run(run_id)
+        if run is None:
+            return None
+        return views.Run.from_records(run, await self.store.list_steps(run_id))
+
+    async def wait_for_run(self, run_id: str, timeout: float = 30.0) -> views.Run:
+        """Wait until the run is completed, failed or cancelled; ``RunTimeoutError`` after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._run_ended.clear()
+            run = await self.get_run(run_id)
+            if run is None:
+                raise errors.RunNotFoundError(f"no run {run_id!r}")
+            if run.status.is_terminal:
+                return run
+            if not self._background:
+                if await self.run_until_idle() == 0:
+                    raise errors.RunTimeoutError(
+                        f"run {run_id} is still {run.status.value} and nothing is ready to run: "
+                        "advance the clock past its sleeps, retries or wait timeouts"
+                    )
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise errors.RunTimeoutError(f"run {run_id} is still {run.status.value} after {timeout} s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._run_ended.wait(), timeout=min(remaining, self._poll_interval_s))
+
+    async def cancel_run(self, run_id: str) -> bool:
+        """Cancel a run that has not ended: it stops before its next step. False if it had already ended."""
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            run = await tx.lock_run(run_id)
+            if run is None:
+                raise errors.RunNotFoundError(f"no run {run_id!r}")
+            if run.status.is_terminal:
+                return False
+            error = models.error_body("Cancelled", "the run was cancelled")
+            lifecycle = await transitions.end_run(tx, run, records.RunStatus.CANCELLED, now, error=error)
+            await self._ingestor.ingest_lifecycle(tx, lifecycle, now)
+        self._note_run_ended(run_id)
+        return True
+
+    async def run_until_idle(self) -> int:
+        """Fire due crons and process every ready item until nothing is ready; returns items processed."""
+        if self._executor is None or self._cron is None:
+            raise errors.ConfigurationError("the engine is not started")
+        processed = 0
+        while True:
+            fired = await self._cron.fire_due()
+            done = await self._executor.run_until_idle()
+            processed += done
+            if not fired and done == 0:
+                return processed
+
+    async def rerun(self, run_id: str) -> str:
+        """Start a new run of the same function with the same triggering events; returns its id."""
+        original = await self.store.get_run(run_id)
+        if original is None:
+            raise errors.RunNotFoundError(f"no run {run_id!r}")
+        spec = self.registry.get(original.function_id)
+        if spec is None:
+            raise errors.FunctionNotFoundError(f"function {original.function_id!r} is no longer registered")
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            return await self._ingestor.rerun(tx, spec, original, now)
+
+    # internals
+    def _note_run_ended(self, run_id: str) -> None:
+        self._run_ended.set()
+
+    async def _register_crons(self) -> None:
+        assert self._cron is not None
+        for app_id in sorted({spec.app_id for spec in self.registry.functions.values()}):
+            await self._cron.register(app_id)
+
+    async def _cron_loop(self) -> None:
+        assert self._cron is not None
+        while True:
+            try:
+                await self._cron.fire_due()
+                next_at = await self._cron.next_due_ms()
+            except Exception:
+                logger.exception("firing cron schedules failed; retrying")
+                next_at = None
+            delay = 60.0 if next_at is None else max(0.05, (next_at - self.clock.now_ms()) / 1000)
+            await asyncio.sleep(min(delay, 60.0))
