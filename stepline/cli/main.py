@@ -1,0 +1,317 @@
+"""``stepline``: run the server, migrate, send events, inspect runs, make keys.
+
+Every option can also be set with the ``STEPLINE_*`` variable named in its help. Errors end
+with a one-line reason and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+import httpx
+
+from stepline import errors
+from stepline.protocol import signing
+from stepline.server import settings as settings_
+from stepline.storage import open_store
+
+DEFAULT_URL = f"http://127.0.0.1:{settings_.DEFAULT_PORT}"
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"Error: {' '.join(message.split())}", err=True)  # one line, whatever the driver said
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="stepline")
+def main() -> None:
+    """Stepline: durable functions for Python apps, on SQLite or PostgreSQL."""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _server_options(dev: bool) -> Callable[[F], F]:
+    def decorate(command: F) -> F:
+        options = [
+            click.option(
+                "--host",
+                envvar="STEPLINE_HOST",
+                default="127.0.0.1",
+                show_default=True,
+                help="Interface to listen on [STEPLINE_HOST].",
+            ),
+            click.option(
+                "--port",
+                "-p",
+                envvar="STEPLINE_PORT",
+                type=int,
+                default=settings_.DEFAULT_PORT,
+                show_default=True,
+                help="Port to listen on [STEPLINE_PORT].",
+            ),
+            click.option(
+                "--database-url",
+                envvar="STEPLINE_DATABASE_URL",
+                default=settings_.DEFAULT_DEV_DATABASE_URL if dev else None,
+                required=not dev,
+                show_default=dev,
+                help="sqlite:///path.db or postgresql://... [STEPLINE_DATABASE_URL].",
+            ),
+            click.option(
+                "--signing-key",
+                envvar="STEPLINE_SIGNING_KEY",
+                default=None,
+                help="Key that signs requests to apps [STEPLINE_SIGNING_KEY].",
+            ),
+            click.option(
+                "--signing-key-fallback",
+                envvar="STEPLINE_SIGNING_KEY_FALLBACK",
+                default=None,
+                help="Previous key, accepted during rotation [STEPLINE_SIGNING_KEY_FALLBACK].",
+            ),
+            click.option(
+                "--event-key",
+                "event_keys",
+                envvar="STEPLINE_EVENT_KEY",
+                multiple=True,
+                help="Key apps send events with; repeatable [STEPLINE_EVENT_KEY, comma-separated].",
+            ),
+            click.option(
+                "--sdk-url",
+                "-u",
+                "app_urls",
+                envvar="STEPLINE_SDK_URL",
+                multiple=True,
+                help="Serve URL of an app to sync; repeatable [STEPLINE_SDK_URL].",
+            ),
+            click.option(
+                "--pool-size",
+                envvar="STEPLINE_POOL_SIZE",
+                type=int,
+                default=10,
+                show_default=True,
+                help="PostgreSQL connections per server [STEPLINE_POOL_SIZE].",
+            ),
+            click.option(
+                "--concurrency",
+                envvar="STEPLINE_CONCURRENCY",
+                type=int,
+                default=64,
+                show_default=True,
+                help="Calls to apps in flight at once [STEPLINE_CONCURRENCY].",
+            ),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _split(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(item.strip() for value in values for item in value.split(",") if item.strip())
+
+
+def _serve(dev: bool, **options: Any) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per call to an app is noise
+    try:
+        server_settings = settings_.ServerSettings(
+            dev=dev,
+            database_url=options["database_url"] or "",
+            host=options["host"],
+            port=options["port"],
+            signing_key=options["signing_key"],
+            signing_key_fallback=options["signing_key_fallback"],
+            event_keys=_split(options["event_keys"]),
+            app_urls=_split(options["app_urls"]),
+            pool_size=options["pool_size"],
+            concurrency=options["concurrency"],
+        )
+    except errors.ConfigurationError as exc:
+        _fail(str(exc), 2)
+    _check_port_free(server_settings.host, server_settings.port)
+    _check_database(server_settings.database_url, server_settings.pool_size)
+
+    import uvicorn
+
+    from stepline.server.app import create_app
+
+    mode = "dev" if dev else "production"
+    click.echo(
+        f"Stepline {mode} server on http://{server_settings.host}:{server_settings.port} "
+        f"(database {_redact(server_settings.database_url)})"
+    )
+    uvicorn.run(
+        create_app(server_settings),
+        host=server_settings.host,
+        port=server_settings.port,
+        log_level="warning",
+        lifespan="on",
+    )
+
+
+@main.command()
+@_server_options(dev=True)
+def dev(**options: Any) -> None:
+    """Run a dev server: SQLite at .stepline/dev.db, no keys needed, apps re-synced every 5 s."""
+    _serve(True, **options)
+
+
+@main.command()
+@_server_options(dev=False)
+def start(**options: Any) -> None:
+    """Run a production server: requires --database-url, --signing-key and --event-key."""
+    _serve(False, **options)
+
+
+@main.command()
+@click.option(
+    "--database-url", envvar="STEPLINE_DATABASE_URL", required=True, help="Database to migrate [STEPLINE_DATABASE_URL]."
+)
+def migrate(database_url: str) -> None:
+    """Create or update the database schema (safe to run again)."""
+    _check_database(database_url, 1)
+    click.echo(f"Database {_redact(database_url)} is up to date.")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--data", default="{}", help="Event data as a JSON object.")
+@click.option("--id", "event_id", default=None, help="Event id (idempotency key).")
+@click.option(
+    "--url", envvar="STEPLINE_BASE_URL", default=DEFAULT_URL, show_default=True, help="Server URL [STEPLINE_BASE_URL]."
+)
+@click.option(
+    "--event-key", envvar="STEPLINE_EVENT_KEY", default="NO_EVENT_KEY_SET", help="Event key [STEPLINE_EVENT_KEY]."
+)
+def send(name: str, data: str, event_id: str | None, url: str, event_key: str) -> None:
+    """Send event NAME to the server; prints the event ids and the runs it started."""
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        _fail(f"--data is not valid JSON: {exc}", 2)
+    event: dict[str, Any] = {"name": name, "data": payload}
+    if event_id:
+        event["id"] = event_id
+    answer = _request("POST", f"{url.rstrip('/')}/e/{event_key}", None, json_body=event)
+    click.echo(json.dumps(answer, indent=2))
+
+
+@main.group()
+def runs() -> None:
+    """Inspect and act on runs through the server's API."""
+
+
+def _api_options(command: Any) -> Any:
+    command = click.option(
+        "--url",
+        envvar="STEPLINE_BASE_URL",
+        default=DEFAULT_URL,
+        show_default=True,
+        help="Server URL [STEPLINE_BASE_URL].",
+    )(command)
+    return click.option(
+        "--signing-key",
+        envvar="STEPLINE_SIGNING_KEY",
+        default=None,
+        help="Signing key, for a production server [STEPLINE_SIGNING_KEY].",
+    )(command)
+
+
+@runs.command("show")
+@click.argument("run_id")
+@_api_options
+def runs_show(run_id: str, url: str, signing_key: str | None) -> None:
+    """Show a run with its steps."""
+    click.echo(json.dumps(_request("GET", f"{url.rstrip('/')}/v1/runs/{run_id}", signing_key)["data"], indent=2))
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@_api_options
+def runs_cancel(run_id: str, url: str, signing_key: str | None) -> None:
+    """Cancel a run that has not ended."""
+    data = _request("POST", f"{url.rstrip('/')}/v1/runs/{run_id}/cancel", signing_key)["data"]
+    click.echo(f"cancelled {run_id}" if data["cancelled"] else f"{run_id} had already ended")
+
+
+@runs.command("rerun")
+@click.argument("run_id")
+@_api_options
+def runs_rerun(run_id: str, url: str, signing_key: str | None) -> None:
+    """Start a new run of the same function with the same event."""
+    data = _request("POST", f"{url.rstrip('/')}/v1/runs/{run_id}/rerun", signing_key)["data"]
+    click.echo(data["run_id"])
+
+
+@main.group()
+def keys() -> None:
+    """Create keys for production."""
+
+
+@keys.command("generate")
+def keys_generate() -> None:
+    """Print a new signing key and event key (set them on the server and in your apps)."""
+    click.echo(f"STEPLINE_SIGNING_KEY={signing.generate_signing_key()}")
+    click.echo(f"STEPLINE_EVENT_KEY={signing.generate_event_key()}")
+
+
+# helpers
+def _request(method: str, url: str, signing_key: str | None, *, json_body: Any = None) -> Any:
+    headers = {}
+    if signing_key:
+        try:
+            headers["Authorization"] = f"Bearer {signing.hash_signing_key(signing.validate_signing_key(signing_key))}"
+        except errors.ConfigurationError as exc:
+            _fail(str(exc), 2)
+    try:
+        reply = httpx.request(method, url, json=json_body, headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the Stepline server at {url}: {exc}")
+    try:
+        answer = reply.json()
+    except ValueError:
+        answer = {"error": reply.text[:300]}
+    if reply.status_code >= 400:
+        message = answer.get("error") or answer.get("message") if isinstance(answer, dict) else answer
+        _fail(f"server answered {reply.status_code}: {message}")
+    return answer
+
+
+def _check_database(url: str, pool_size: int) -> None:
+    async def check() -> None:
+        db = await open_store(url, pool_size=min(pool_size, 2))
+        await db.close()
+
+    try:
+        asyncio.run(check())
+    except errors.SteplineError as exc:
+        _fail(str(exc))
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}{sep}{user}:***@{host}" if ":" in credentials else url
+    return url

@@ -1,0 +1,116 @@
+"""``POST /e/{event_key}``: accept one event or a list, stored with the runs they start, atomically."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import ulid
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from stepline import errors
+from stepline.protocol import jsonvalue
+from stepline.sdk import events as events_
+from stepline.server import auth
+from stepline.server.errors import ApiError
+
+router = APIRouter()
+
+MAX_EVENT_BYTES = 512 * 1024
+MAX_BATCH = 5000
+MAX_BODY_BYTES = 32 * 1024 * 1024
+MIN_TS = 315_532_800_000  # 1980-01-01
+MAX_TS = 4_102_444_800_000  # 2100-01-01
+SEED_HEADER = "x-inngest-event-id-seed"
+
+
+def derive_ids(seed: str | None, count: int) -> list[str] | None:
+    """Event ids derived from the SDK's seed (``<ms>,<base64 of 10 bytes>``), so a retried send
+    gets the same ids and starts no run twice; None when there is no usable seed."""
+    if not seed:
+        return None
+    millis_text, _, entropy_text = seed.partition(",")
+    try:
+        millis = int(millis_text)
+        entropy = base64.b64decode(entropy_text, validate=True)
+    except ValueError:
+        return None
+    if len(entropy) != 10 or not 0 <= millis < 2**48:
+        return None
+    prefix, counter = entropy[:6], int.from_bytes(entropy[6:], "big")
+    return [
+        str(ulid.ULID.from_bytes(millis.to_bytes(6, "big") + prefix + ((counter + index) % 2**32).to_bytes(4, "big")))
+        for index in range(count)
+    ]
+
+
+def _validate(raw: object, index: int) -> dict[str, Any]:
+    where = f"event {index}"
+    if not isinstance(raw, dict):
+        raise ApiError(400, f"{where}: must be a JSON object")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ApiError(400, f"{where}: 'name' is required and must be a non-empty string")
+    if name.lower().startswith(events_.INTERNAL_PREFIX):
+        raise ApiError(400, f"{where}: event names starting with 'inngest/' are reserved")
+    data = raw.get("data")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ApiError(400, f"{where} ({name}): 'data' must be a JSON object")
+    data = {key: value for key, value in data.items() if key != "_inngest"}  # internal field, never from clients
+    event: dict[str, Any] = {"name": name, "data": data, "user": raw.get("user") or {}}
+    event.update(_optional_fields(raw, f"{where} ({name})"))
+    try:
+        jsonvalue.check_json(event, f"{where} ({name})")
+    except errors.SerializationError as exc:
+        raise ApiError(400, str(exc)) from None
+    if len(json.dumps(event)) > MAX_EVENT_BYTES:
+        raise ApiError(413, f"{where} ({name}) is larger than {MAX_EVENT_BYTES // 1024} KiB")
+    return event
+
+
+def _optional_fields(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if raw.get("id") not in (None, ""):
+        if not isinstance(raw["id"], str):
+            raise ApiError(400, f"{where}: 'id' must be a string")
+        fields["id"] = raw["id"]
+    ts = raw.get("ts")
+    if ts is not None:
+        if not isinstance(ts, int) or isinstance(ts, bool) or not MIN_TS <= ts <= MAX_TS:
+            raise ApiError(400, f"{where}: 'ts' must be epoch milliseconds between 1980 and 2100")
+        fields["ts"] = ts
+    if isinstance(raw.get("v"), str):
+        fields["v"] = raw["v"]
+    return fields
+
+
+@router.post("/e/{event_key}")
+async def ingest(event_key: str, request: Request) -> JSONResponse:
+    runtime = auth.runtime_of(request)
+    auth.check_event_key(runtime, event_key)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError(413, f"request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise ApiError(413, f"request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
+    try:
+        parsed = json.loads(body)
+    except ValueError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    batch = parsed if isinstance(parsed, list) else [parsed]
+    if not batch:
+        raise ApiError(400, "no events: send an event object or a non-empty list")
+    if len(batch) > MAX_BATCH:
+        raise ApiError(413, f"{len(batch)} events in one request; the limit is {MAX_BATCH}")
+    events = [_validate(raw, index) for index, raw in enumerate(batch)]
+    derived = derive_ids(request.headers.get(SEED_HEADER), len(events))
+    if derived is not None:
+        for event, event_id in zip(events, derived, strict=True):
+            event.setdefault("id", event_id)
+    result = await runtime.send_wire(events)
+    return JSONResponse({"ids": result.event_ids, "status": 200, "run_ids": result.run_ids})

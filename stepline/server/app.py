@@ -1,0 +1,32 @@
+"""The server's ASGI app: starts the engine runtime with the app and stops it after."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from stepline.server import errors, runtime, settings
+from stepline.server.api import events, health, registry, runs, sync
+
+VERSION = "0.1.0"
+
+
+def create_app(server_settings: settings.ServerSettings) -> FastAPI:
+    server = runtime.ServerRuntime(server_settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await server.start()
+        try:
+            yield
+        finally:
+            await server.stop()
+
+    app = FastAPI(title="Stepline", version=VERSION, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.runtime = server
+    errors.install(app)
+    for router in (health.router, events.router, sync.router, runs.router, registry.router):
+        app.include_router(router)
+    return app

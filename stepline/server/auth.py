@@ -1,0 +1,44 @@
+"""Who may call what: event keys for ingest, the signing key (as a bearer token) for the API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from stepline.protocol import signing
+from stepline.server import runtime as runtime_
+from stepline.server.errors import ApiError
+
+
+def runtime_of(request: Request) -> runtime_.ServerRuntime:
+    runtime: runtime_.ServerRuntime = request.app.state.runtime
+    return runtime
+
+
+def require_api_key(request: Request) -> runtime_.ServerRuntime:
+    """A dependency: in production, ``Authorization: Bearer <signing key or its hash>`` is required."""
+    runtime = runtime_of(request)
+    settings = runtime.settings
+    if settings.dev and not settings.signing_key:
+        return runtime
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token or not signing.bearer_matches(token.strip(), settings.signing_keys):
+        raise ApiError(
+            401,
+            "missing or wrong bearer token: send 'Authorization: Bearer <signing key>' (or its sha256 hash)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return runtime
+
+
+def check_event_key(runtime: runtime_.ServerRuntime, key: str) -> None:
+    settings = runtime.settings
+    if settings.dev and not settings.event_keys:
+        return
+    if key not in settings.event_keys:
+        raise ApiError(401, "Event key not found")
+
+
+ApiServer = Annotated[runtime_.ServerRuntime, Depends(require_api_key)]
+"""A route parameter: the server runtime, after checking the caller's bearer token."""

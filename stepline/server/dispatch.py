@@ -1,0 +1,107 @@
+"""Calling functions in apps over HTTP: signed JCS request, response read as the protocol says.
+
+A call is ``POST <serve url>?fnId=<id>&stepId=<step|hash>`` with the execution request as
+JCS-canonical JSON, signed when the server has a signing key. The response becomes the same
+``CallResponse`` the in-process transport returns, and ``responses.interpret`` decides what
+it means; a network failure or a response that did not come from an SDK is a retriable error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+from typing import Any
+
+import httpx
+import ulid
+
+from stepline.engine import dispatch
+from stepline.engine import registry as registry_
+from stepline.protocol import models, responses, signing
+
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+
+
+def call_url(base: str, function_id: str, step_id: str) -> str:
+    """``base`` with ``fnId`` and ``stepId`` set (replacing any already there)."""
+    parts = urllib.parse.urlsplit(base)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    query.update({"fnId": function_id, "stepId": step_id})
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+def _unreachable(message: str) -> responses.CallResponse:
+    # Reported as an SDK response so that its message reaches the run; retriable.
+    return responses.CallResponse(502, models.error_body("AppUnreachable", message))
+
+
+class HttpTransport:
+    supports_checkpoints = False
+
+    def __init__(self, *, signing_key: str | None, timeout_s: float) -> None:
+        self._signing_key = signing_key
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=10.0))
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def call(
+        self,
+        spec: registry_.FunctionSpec,
+        request: models.ExecutionRequest,
+        checkpointer: dispatch.CallCheckpointer | None,
+    ) -> responses.CallResponse:
+        if spec.url is None:
+            return _unreachable(f"function {spec.id!r} has no serve URL: sync its app again")
+        step_id = request.ctx.step_id
+        url = call_url(spec.url, spec.id, step_id)
+        body = signing.canonical_json(request.model_dump(mode="json"))
+        headers = {
+            "Content-Type": "application/json",
+            "X-Run-ID": request.ctx.run_id,
+            "X-Request-ID": str(ulid.ULID()),
+            "X-Inngest-Step-ID": step_id,
+            "X-Inngest-Req-Version": "2",
+        }
+        if self._signing_key:
+            headers[signing.SIGNATURE_HEADER] = signing.sign(body, self._signing_key, int(time.time()))
+        try:
+            reply = await self._client.post(url, content=body, headers=headers)
+        except httpx.TimeoutException:
+            return _unreachable(f"the app at {spec.url} did not answer in time")
+        except httpx.HTTPError as exc:
+            return _unreachable(f"could not reach the app at {spec.url}: {exc}")
+        return parse_reply(reply.status_code, reply.headers, reply.content)
+
+
+def parse_reply(status: int, headers: httpx.Headers, content: bytes) -> responses.CallResponse:
+    """An SDK's HTTP answer as a ``CallResponse`` (unwrapping a streamed ``201`` reply)."""
+    if len(content) > MAX_RESPONSE_BYTES:
+        return _unreachable(f"the app's response is {len(content)} bytes, over the {MAX_RESPONSE_BYTES} limit")
+    body = _json_or_text(content)
+    if status == 201 and isinstance(body, dict) and "status" in body:
+        # Streaming: keep-alive spaces, then {"status", "headers", "body"} (body maybe a JSON string).
+        headers = httpx.Headers(body.get("headers") or {})
+        status = int(body["status"])
+        inner = body.get("body")
+        body = _json_or_text(inner.encode()) if isinstance(inner, str) else inner
+    version = headers.get("x-inngest-req-version")
+    return responses.CallResponse(
+        status=status,
+        body=body,
+        no_retry=headers.get("x-inngest-no-retry", "").lower() == "true",
+        retry_after=headers.get("retry-after"),
+        sdk=headers.get("x-inngest-sdk"),
+        request_version=int(version) if version and version.isdigit() else None,
+    )
+
+
+def _json_or_text(content: bytes) -> Any:
+    text = content.decode("utf-8", errors="replace").strip()
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text[:2000]

@@ -1,0 +1,78 @@
+"""Server settings: every one readable from a CLI flag and from a ``STEPLINE_*`` variable."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+
+from stepline import errors
+from stepline.protocol import signing
+
+DEFAULT_PORT = 8288
+DEFAULT_DEV_DATABASE_URL = "sqlite:///.stepline/dev.db"
+
+
+def env_list(name: str) -> list[str]:
+    """A comma-separated variable as a list (empty items dropped)."""
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerSettings:
+    dev: bool
+    """Dev mode: no keys needed, requests to apps unsigned unless a key is given."""
+    database_url: str
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    signing_key: str | None = None
+    signing_key_fallback: str | None = None
+    event_keys: tuple[str, ...] = ()
+    pool_size: int = 10
+    concurrency: int = 64
+    app_urls: tuple[str, ...] = ()
+    """Apps to sync at start (and, in dev mode, to re-sync every ``sync_interval_s``)."""
+    sync_interval_s: float = 5.0
+    call_timeout_s: float = 300.0
+    """Longest a single call to an app may take."""
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            raise errors.ConfigurationError(
+                "a database is required: pass --database-url or set STEPLINE_DATABASE_URL "
+                "(postgresql://user@host/db, or sqlite:///path.db for a single server)"
+            )
+        if self.signing_key is not None:
+            signing.validate_signing_key(self.signing_key)
+        if self.signing_key_fallback is not None:
+            signing.validate_signing_key(self.signing_key_fallback)
+        if not self.dev:
+            if not self.signing_key:
+                raise errors.ConfigurationError(
+                    "production mode needs a signing key: pass --signing-key or set STEPLINE_SIGNING_KEY "
+                    "(create one with 'stepline keys generate')"
+                )
+            if not self.event_keys:
+                raise errors.ConfigurationError(
+                    "production mode needs at least one event key: pass --event-key or set STEPLINE_EVENT_KEY"
+                )
+        if not 1 <= self.port <= 65535:
+            raise errors.ConfigurationError(f"port must be from 1 to 65535 (got {self.port})")
+        if self.pool_size < 1:
+            raise errors.ConfigurationError(f"pool size must be at least 1 (got {self.pool_size})")
+
+    @property
+    def signing_keys(self) -> list[str]:
+        return [key for key in (self.signing_key, self.signing_key_fallback) if key]
+
+    @property
+    def server_kind(self) -> str:
+        """The protocol's name for the mode: ``dev`` or ``cloud``."""
+        return "dev" if self.dev else "cloud"
+
+    @property
+    def is_local_only(self) -> bool:
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host == "localhost"
