@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from stepline.errors import (
     ConfigurationError,
+    EventSendError,
     ExpressionError,
     FunctionNotFoundError,
     NonDeterminismError,
@@ -37,6 +38,7 @@ __all__ = [
     "ContextSync",
     "Engine",
     "Event",
+    "EventSendError",
     "ExpressionError",
     "Function",
     "FunctionNotFoundError",
@@ -57,6 +59,7 @@ __all__ = [
 ]
 
 _ENGINE_NAMES = frozenset({"Engine", "Run", "SendResult"})
+_ADAPTERS = frozenset({"fastapi", "flask", "django"})
 
 
 def __getattr__(name: str) -> Any:
@@ -64,4 +67,10 @@ def __getattr__(name: str) -> Any:
         from stepline.engine import engine
 
         return getattr(engine, name)
+    if name in _ADAPTERS:
+        # ``stepline.fastapi.serve(...)`` works after a plain ``import stepline``; the framework
+        # is imported only by the app that uses it.
+        import importlib
+
+        return importlib.import_module(f"stepline.{name}")
     raise AttributeError(f"module 'stepline' has no attribute {name!r}")

@@ -11,6 +11,7 @@
     ├── FunctionNotFoundError       no registered function has that id
     ├── RunNotFoundError            no run has that id
     ├── RunTimeoutError             wait_for_run gave up before the run ended
+    ├── EventSendError              the server refused events sent over HTTP, or could not be reached
     ├── NonDeterminismError         a function changed its steps between calls
     ├── NonRetriableError           raised by users: fail the step (or run) now, no retries
     ├── RetryAfterError             raised by users: retry, but not before the given delay
@@ -61,6 +62,27 @@ class RunNotFoundError(SteplineError):
 
 class RunTimeoutError(SteplineError):
     """A run did not reach a terminal state within the time allowed."""
+
+
+class EventSendError(SteplineError):
+    """Sending events to the server over HTTP failed.
+
+    ``status`` is the server's HTTP status (None when it could not be reached),
+    ``server_error`` the server's ``error`` text, ``ids`` the ids of any events it accepted.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        server_error: str | None = None,
+        ids: list[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.server_error = server_error
+        self.ids = list(ids or [])
 
 
 class NonDeterminismError(SteplineError):

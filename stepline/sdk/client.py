@@ -9,11 +9,12 @@ from typing import Any, Protocol
 from stepline import errors
 from stepline.sdk import events as events_
 from stepline.sdk import function as function_
+from stepline.sdk import settings as settings_
 from stepline.sdk import triggers as triggers_
 
 
 class EventSender(Protocol):
-    """Where ``client.send`` delivers events: an embedded engine or (later) a server over HTTP."""
+    """Where ``client.send`` delivers events: an embedded engine, or a server over HTTP (the default)."""
 
     async def send_events(self, events: list[dict[str, Any]]) -> list[str]:
         """Store the events (wire form); return their ids in order."""
@@ -25,11 +26,33 @@ class EventSender(Protocol):
 
 
 class Stepline:
-    """``client = stepline.Stepline(app_id="roleready")``; then ``@client.function(...)``."""
+    """``client = stepline.Stepline(app_id="roleready")``; then ``@client.function(...)``.
 
-    def __init__(self, app_id: str) -> None:
+    The keyword arguments override the ``STEPLINE_*`` environment variables read here, once
+    (``stepline.sdk.settings``): ``base_url`` (``STEPLINE_BASE_URL``), ``event_key``,
+    ``signing_key``, ``signing_key_fallback`` and ``is_dev`` (``STEPLINE_DEV``).
+    """
+
+    def __init__(
+        self,
+        app_id: str,
+        *,
+        base_url: str | None = None,
+        event_key: str | None = None,
+        signing_key: str | None = None,
+        signing_key_fallback: str | None = None,
+        is_dev: bool | None = None,
+    ) -> None:
         self.app_id = function_.validate_id("app", app_id)
+        self.settings = settings_.load(
+            base_url=base_url,
+            event_key=event_key,
+            signing_key=signing_key,
+            signing_key_fallback=signing_key_fallback,
+            is_dev=is_dev,
+        )
         self._sender: EventSender | None = None
+        self._http_sender: EventSender | None = None
 
     def function(
         self,
@@ -70,7 +93,10 @@ class Stepline:
         return decorate
 
     def attach_sender(self, sender: EventSender | None) -> None:
-        """Route ``send`` to ``sender`` (the embedded engine does this when it starts)."""
+        """Route ``send`` to ``sender`` (the embedded engine does this when it starts).
+
+        ``None`` goes back to the default: the server at ``settings.base_url``, over HTTP.
+        """
         self._sender = sender
 
     async def send(self, events: events_.Event | Sequence[events_.Event]) -> list[str]:
@@ -82,11 +108,13 @@ class Stepline:
         return self._require_sender().send_events_sync(_to_wire(events))
 
     def _require_sender(self) -> EventSender:
-        if self._sender is None:
-            raise errors.ConfigurationError(
-                f"client {self.app_id!r} has nowhere to send events: start a stepline.Engine with it first"
-            )
-        return self._sender
+        if self._sender is not None:
+            return self._sender
+        if self._http_sender is None:
+            from stepline.sdk import http_sender  # httpx only for apps that send over HTTP
+
+            self._http_sender = http_sender.HttpEventSender(self.settings)
+        return self._http_sender
 
 
 def _to_wire(events: events_.Event | Sequence[events_.Event]) -> list[dict[str, Any]]:
