@@ -29,12 +29,16 @@ _NO_RETRY_ERRORS = (
 )
 
 
-def _contexts(
-    function: function_.Function, request: models.ExecutionRequest, state: replay.ReplayState
-) -> tuple[events_.Event, list[events_.Event]]:
+def _context_fields(function: function_.Function, request: models.ExecutionRequest) -> dict[str, Any]:
+    """What ``Context`` and ``ContextSync`` share, taken from the request."""
     event = events_.Event.from_wire(request.event)
-    batch = [events_.Event.from_wire(item) for item in request.events] or [event]
-    return event, batch
+    return {
+        "event": event,
+        "events": [events_.Event.from_wire(item) for item in request.events] or [event],
+        "run_id": request.ctx.run_id,
+        "function_id": function.composite_id,
+        "logger": logger,
+    }
 
 
 def _completed(state: replay.ReplayState, output: Any) -> responses.CallResponse:
@@ -78,15 +82,7 @@ async def execute(
     if not function.is_async:
         raise errors.ConfigurationError(f"{function.id!r} is synchronous: call execute_sync in a thread")
     state = replay.ReplayState(request, checkpointing=checkpointer is not None)
-    event, batch = _contexts(function, request, state)
-    ctx = context.Context(
-        event=event,
-        events=batch,
-        run_id=request.ctx.run_id,
-        function_id=function.composite_id,
-        logger=logger,
-        step=step_.Step(state, client, checkpointer),
-    )
+    ctx = context.Context(**_context_fields(function, request), step=step_.Step(state, client, checkpointer))
     try:
         output = await cast(function_.AsyncHandler, function.handler)(ctx)
     except replay.StepInterrupt as interrupt:
@@ -109,15 +105,7 @@ def execute_sync(
     if function.is_async:
         raise errors.ConfigurationError(f"{function.id!r} is async: call execute")
     state = replay.ReplayState(request, checkpointing=checkpointer is not None)
-    event, batch = _contexts(function, request, state)
-    ctx = context.ContextSync(
-        event=event,
-        events=batch,
-        run_id=request.ctx.run_id,
-        function_id=function.composite_id,
-        logger=logger,
-        step=step_.StepSync(state, client, checkpointer),
-    )
+    ctx = context.ContextSync(**_context_fields(function, request), step=step_.StepSync(state, client, checkpointer))
     try:
         output = cast(function_.SyncHandler, function.handler)(ctx)
     except replay.StepInterrupt as interrupt:
