@@ -25,6 +25,10 @@ logger = logging.getLogger("stepline.engine")
 
 MAX_SLEEP_MS = 366 * 86_400_000
 DEFAULT_PAUSE_MS = 365 * 86_400_000
+TRANSPORT_ERRORS = frozenset({"AppUnreachable", "TransportError"})
+"""Errors of the way to the app, not of the function: see ``Applier._wait_for_app``."""
+APP_DOWN_GRACE_MS = 3_600_000
+APP_DOWN_MAX_DELAY_MS = 60_000
 INVOKE_TIMEOUT_ERROR = {
     "name": "InngestInvokeTimeoutError",
     "message": "Timed out waiting for invoked function to complete",
@@ -224,6 +228,8 @@ class Applier:
             delay_ms if delay_ms is not None else backoff.retry_delay_ms(item.attempt, self._rng)
         )
         item.attempt += 1
+        # The app answered this time: a later outage starts its own grace period.
+        item.payload = {key: value for key, value in item.payload.items() if not key.startswith("app_down")}
         if not await tx.reschedule_item(item, item.claims):
             raise transitions.LeaseLostError(item.id)
         await tx.update_run(run)
@@ -255,11 +261,36 @@ class Applier:
         outcome: responses.Errored,
         now: int,
     ) -> Applied:
+        if outcome.retriable and await self._wait_for_app(tx, run, item, outcome, now):
+            return Applied()
         if outcome.retriable and item.attempt + 1 < fn.max_attempts:
             return await self._retry(tx, run, item, outcome.retry_after_ms, now)
         await self._require_complete(tx, item)
         await self._end(tx, run, records.RunStatus.FAILED, now, error=outcome.error)
         return Applied(ended=True)
+
+    async def _wait_for_app(
+        self,
+        tx: store.Transaction,
+        run: records.RunRecord,
+        item: records.QueueItem,
+        outcome: responses.Errored,
+        now: int,
+    ) -> bool:
+        """An app that cannot be reached (down, restarting, deploying) does not use up a step's
+        attempts: the call is retried with backoff for ``APP_DOWN_GRACE_MS``, then counts as failed."""
+        if outcome.error.get("name") not in TRANSPORT_ERRORS:
+            return False
+        since = int(item.payload.get("app_down_since", now))
+        if now - since >= APP_DOWN_GRACE_MS:
+            return False
+        tries = int(item.payload.get("app_down_tries", 0))
+        item.payload = item.payload | {"app_down_since": since, "app_down_tries": tries + 1}
+        item.available_at = now + min(APP_DOWN_MAX_DELAY_MS, backoff.retry_delay_ms(tries, self._rng))
+        if not await tx.reschedule_item(item, item.claims):
+            raise transitions.LeaseLostError(item.id)
+        await tx.update_run(run)
+        return True
 
     async def _ops(
         self,
