@@ -223,13 +223,15 @@ class Applier:
         item: records.QueueItem,
         delay_ms: int | None,
         now: int,
+        *,
+        app_answered: bool = True,
     ) -> Applied:
         item.available_at = now + (
             delay_ms if delay_ms is not None else backoff.retry_delay_ms(item.attempt, self._rng)
         )
         item.attempt += 1
-        # The app answered this time: a later outage starts its own grace period.
-        item.payload = {key: value for key, value in item.payload.items() if not key.startswith("app_down")}
+        if app_answered:  # a later outage starts its own grace period
+            item.payload = {key: value for key, value in item.payload.items() if not key.startswith("app_down")}
         if not await tx.reschedule_item(item, item.claims):
             raise transitions.LeaseLostError(item.id)
         await tx.update_run(run)
@@ -264,7 +266,8 @@ class Applier:
         if outcome.retriable and await self._wait_for_app(tx, run, item, outcome, now):
             return Applied()
         if outcome.retriable and item.attempt + 1 < fn.max_attempts:
-            return await self._retry(tx, run, item, outcome.retry_after_ms, now)
+            app_answered = outcome.error.get("name") not in TRANSPORT_ERRORS
+            return await self._retry(tx, run, item, outcome.retry_after_ms, now, app_answered=app_answered)
         await self._require_complete(tx, item)
         await self._end(tx, run, records.RunStatus.FAILED, now, error=outcome.error)
         return Applied(ended=True)

@@ -48,9 +48,13 @@ class _AppDownEngine(TestEngine):
 
 
 def _function(client: stepline.Stepline, runs: list[str]) -> stepline.Function:
+    def work() -> str:
+        runs.append("work")
+        return "done"
+
     @client.function(id="steady", trigger=stepline.on_event("test/steady"), retries=1)
     async def steady(ctx: stepline.Context) -> str:
-        return str(await ctx.step.run("work", lambda: runs.append("work") or "done"))
+        return await ctx.step.run("work", work)
 
     return steady
 
