@@ -7,11 +7,13 @@ with a one-line reason and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 import socket
 import sys
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -20,9 +22,11 @@ import httpx
 from stepline import errors
 from stepline.protocol import signing
 from stepline.server import settings as settings_
-from stepline.storage import open_store
+from stepline.storage import open_store, records
 
 DEFAULT_URL = f"http://127.0.0.1:{settings_.DEFAULT_PORT}"
+_MAX_PAGE = 500
+"""The largest page the server's list routes answer."""
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -252,6 +256,85 @@ def runs_rerun(run_id: str, url: str, signing_key: str | None) -> None:
     """Start a new run of the same function with the same event."""
     data = _request("POST", f"{url.rstrip('/')}/v1/runs/{run_id}/rerun", signing_key)["data"]
     click.echo(data["run_id"])
+
+
+@runs.command("list")
+@click.option("--status", default=None, help="Only runs in this status: queued, running, completed, failed, cancelled.")
+@click.option("--function", "function_id", default=None, help="Only runs of this function (<app id>-<function id>).")
+@click.option("--limit", type=int, default=50, show_default=True, help=f"Runs per page, 1 to {_MAX_PAGE}.")
+@click.option("--cursor", default=None, help="Show the page after the one that printed this cursor.")
+@_api_options
+def runs_list(
+    status: str | None, function_id: str | None, limit: int, cursor: str | None, url: str, signing_key: str | None
+) -> None:
+    """List runs, newest first: id, status, function and creation time (UTC), then the next page's cursor."""
+    known = [value.value for value in records.RunStatus]
+    if status is not None and status.lower() not in known:
+        _fail(f"--status must be one of {', '.join(known)} (got {status!r})", 2)
+    query = _page_query(limit, cursor, status=status and status.lower(), function_id=function_id)
+    answer = _request("GET", f"{url.rstrip('/')}/v1/runs?{query}", signing_key)
+    lines = [(run["id"], run["status"], run["function_id"], _utc(run["created_at"])) for run in answer["data"]]
+    _print_page(lines, answer.get("cursor"), "runs")
+
+
+@main.group()
+def events() -> None:
+    """Inspect stored events through the server's API."""
+
+
+@events.command("list")
+@click.option("--name", default=None, help="Only events with this name.")
+@click.option("--limit", type=int, default=50, show_default=True, help=f"Events per page, 1 to {_MAX_PAGE}.")
+@click.option("--cursor", default=None, help="Show the page after the one that printed this cursor.")
+@_api_options
+def events_list(name: str | None, limit: int, cursor: str | None, url: str, signing_key: str | None) -> None:
+    """List stored events, newest first: internal id, name, time received (UTC) and, when the sender
+    chose one, the public id; then the next page's cursor."""
+    query = _page_query(limit, cursor, name=name)
+    answer = _request("GET", f"{url.rstrip('/')}/v1/events?{query}", signing_key)
+    lines = [
+        (event["internal_id"], event["name"], _utc(event["received_at"]))
+        + ((f"id={event['id']}",) if event["id"] != event["internal_id"] else ())
+        for event in answer["data"]
+    ]
+    _print_page(lines, answer.get("cursor"), "events")
+
+
+@events.command("show")
+@click.argument("event_id")
+@_api_options
+def events_show(event_id: str, url: str, signing_key: str | None) -> None:
+    """Show an event (by the id sending it printed, or its internal id) with the runs it started."""
+    path = urllib.parse.quote(event_id, safe="")
+    click.echo(json.dumps(_request("GET", f"{url.rstrip('/')}/v1/events/{path}", signing_key)["data"], indent=2))
+
+
+def _page_query(limit: int, cursor: str | None, **filters: str | None) -> str:
+    if not 1 <= limit <= _MAX_PAGE:
+        _fail(f"--limit must be from 1 to {_MAX_PAGE} (got {limit})", 2)
+    params = {key: value for key, value in filters.items() if value}
+    params["limit"] = str(limit)
+    if cursor:
+        params["cursor"] = cursor
+    return urllib.parse.urlencode(params)
+
+
+def _print_page(lines: Sequence[tuple[str, ...]], cursor: str | None, what: str) -> None:
+    """Aligned columns, then the cursor of the next page (or that this was the last one)."""
+    if not lines:
+        click.echo(f"no {what}")
+    widths = [
+        max(len(line[column]) for line in lines if column < len(line))
+        for column in range(max(map(len, lines), default=0))
+    ]
+    for line in lines:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)).rstrip())
+    click.echo(f"next cursor: {cursor}" if cursor else "(last page)")
+
+
+def _utc(millis: int) -> str:
+    moment = datetime.datetime.fromtimestamp(millis // 1000, datetime.UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis % 1000:03d}Z"
 
 
 @main.group()

@@ -130,11 +130,7 @@ class EngineCore:
             return
         if self._executor is not None:
             await self._executor.stop(grace.total_seconds())
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _cancel_all(self._tasks)
         self._tasks = []
         await self._on_close()
         await self._db.close()
@@ -244,3 +240,13 @@ class EngineCore:
                 next_at = None
             delay = 60.0 if next_at is None else max(0.05, (next_at - self.clock.now_ms()) / 1000)
             await asyncio.sleep(min(delay, 60.0))
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again any that swallowed the cancellation
+    (psycopg_pool can, when it is cancelled while checking a connection)."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)

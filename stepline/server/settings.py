@@ -58,6 +58,8 @@ class ServerSettings:
                 )
         if not 1 <= self.port <= 65535:
             raise errors.ConfigurationError(f"port must be from 1 to 65535 (got {self.port})")
+        if self.concurrency < 1:
+            raise errors.ConfigurationError(f"concurrency must be at least 1 (got {self.concurrency})")
         if self.pool_size < 1:
             raise errors.ConfigurationError(f"pool size must be at least 1 (got {self.pool_size})")
 

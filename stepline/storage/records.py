@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any
+from typing import Any, ClassVar
 
 JSON = Any
 """A value that round-trips through ``json.dumps``/``json.loads``."""
@@ -191,3 +191,42 @@ class CronRecord:
     schedule: str
     """The cron expression, possibly with a ``TZ=`` prefix."""
     next_fire_at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IdRange:
+    """The ids one page of a list may hold: ``lower <= id < upper``, read newest first.
+
+    Ids are ULIDs, whose first ten characters encode the millisecond they were made, so they
+    sort by creation time and a creation-time window is an id range too: every page of
+    ``list_runs`` and ``list_events`` is one range scan of an index ending in the id. The
+    next page's cursor is the last id of the previous one (exclusive).
+    """
+
+    MAX: ClassVar[str] = "\U0010ffff"
+    """Sorts after every id (bytewise in SQLite and under PostgreSQL's ``COLLATE "C"``)."""
+
+    lower: str = ""
+    """Inclusive; the empty string admits every id."""
+    upper: str = MAX
+    """Exclusive; ``MAX`` admits every id."""
+
+    @classmethod
+    def page(cls, cursor: str | None, created_after: int | None = None, created_before: int | None = None) -> IdRange:
+        """Ids below ``cursor``, made at or after ``created_after`` and before ``created_before``
+        (epoch milliseconds, as the id encodes them)."""
+        upper = cls.MAX if created_before is None else cls.floor(created_before)
+        if cursor is not None:
+            upper = min(upper, cursor)
+        lower = "" if created_after is None else cls.floor(created_after)
+        return cls(lower=lower, upper=upper)
+
+    @classmethod
+    def floor(cls, millis: int) -> str:
+        """The smallest ULID made at ``millis`` (epoch ms): ids made then or later sort at or after it."""
+        if millis <= 0:
+            return ""
+        if millis >= 2**48:  # past the ULID time field (year 10889)
+            return cls.MAX
+        crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+        return "".join(crockford[(millis >> shift) & 31] for shift in range(45, -1, -5)) + "0" * 16

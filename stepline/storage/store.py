@@ -173,6 +173,37 @@ class Store(Protocol):
 
     async def count_queue(self) -> int: ...
 
+    async def list_runs(
+        self,
+        *,
+        function_id: str | None = None,
+        status: records.RunStatus | None = None,
+        event_id: str | None = None,
+        created_after: int | None = None,
+        created_before: int | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> list[records.RunRecord]:
+        """One page of runs, newest (highest id) first, matching every filter given.
+
+        ``event_id`` is the triggering event's ``internal_id``. ``created_after`` (inclusive) and
+        ``created_before`` (exclusive) are epoch milliseconds compared with the time in the run's
+        ULID id (see ``records.IdRange``). ``cursor`` is the last id of the previous page: the
+        page holds only smaller ids. At most ``limit`` runs; each page is one index range scan.
+        """
+        ...
+
+    async def list_events(
+        self, *, name: str | None = None, cursor: str | None = None, limit: int = 50
+    ) -> list[records.EventRecord]:
+        """One page of stored events, newest (highest ``internal_id``) first; ``cursor`` is the last
+        ``internal_id`` of the previous page."""
+        ...
+
+    async def events_by_public_id(self, public_id: str, limit: int = 20) -> list[records.EventRecord]:
+        """Events whose public ``id`` is ``public_id``, newest first (an id sent again is stored again)."""
+        ...
+
     async def list_apps(self) -> list[records.AppRecord]: ...
 
     async def get_app(self, app_id: str) -> records.AppRecord | None: ...

@@ -272,3 +272,84 @@ SELECT id, app_id, name, config, updated_at FROM functions ORDER BY id;
 -- name: delete_functions_except
 DELETE FROM functions
 WHERE app_id = %(app_id)s AND NOT (id = ANY(%(function_ids)s::text[]));
+
+-- name: list_runs
+-- The read API's pages, newest first. %(lower)s (inclusive) and %(upper)s (exclusive) bound
+-- the id, from the cursor and the creation-time window (storage.records.IdRange). Each filter
+-- combination has its own query, shaped so that exactly one index both bounds the scan and
+-- gives the order, and the scan stops at the limit: this one the primary key, the next ones
+-- runs_by_function, runs_by_status, runs_by_function_status and runs_by_event. The filtered
+-- ones compare rows, as in (function_id, id) < (fn, upper), and order by every column of
+-- their index: with a plain function_id = fn and ORDER BY id, the primary key gives the order
+-- too, and the planner may walk it backwards filtering rows, which reads the whole table when
+-- the function has no recent runs. The store runs them unprepared, so that each is planned
+-- for its values. (No placeholders in these comments: psycopg would bind them.)
+SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
+       pending, disable_immediate, request_version, step_count, correlation_id
+FROM runs
+WHERE id < %(upper)s AND id >= %(lower)s
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: list_runs_by_function
+SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
+       pending, disable_immediate, request_version, step_count, correlation_id
+FROM runs
+WHERE (function_id, id) < (%(function_id)s::text, %(upper)s::text)
+  AND (function_id, id) >= (%(function_id)s::text, %(lower)s::text)
+ORDER BY function_id DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: list_runs_by_status
+SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
+       pending, disable_immediate, request_version, step_count, correlation_id
+FROM runs
+WHERE (status, id) < (%(status)s::text, %(upper)s::text)
+  AND (status, id) >= (%(status)s::text, %(lower)s::text)
+ORDER BY status DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: list_runs_by_function_status
+SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
+       pending, disable_immediate, request_version, step_count, correlation_id
+FROM runs
+WHERE (function_id, status, id) < (%(function_id)s::text, %(status)s::text, %(upper)s::text)
+  AND (function_id, status, id) >= (%(function_id)s::text, %(status)s::text, %(lower)s::text)
+ORDER BY function_id DESC, status DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: list_runs_by_event
+-- An event starts a handful of runs: found through runs_by_event, the other filters checked on them.
+SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
+       pending, disable_immediate, request_version, step_count, correlation_id
+FROM runs
+WHERE event_id = %(event_id)s
+  AND (%(function_id)s::text IS NULL OR function_id = %(function_id)s)
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND id < %(upper)s AND id >= %(lower)s
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: list_events
+-- Newest first by internal_id (a ULID), below the cursor %(upper)s: the primary key read backwards.
+SELECT internal_id, id, name, data, user_data, v, ts, received_at
+FROM events
+WHERE internal_id < %(upper)s
+ORDER BY internal_id DESC
+LIMIT %(limit)s;
+
+-- name: list_events_by_name
+-- Rows compared for the same reason as list_runs_by_function: only events_by_name fits.
+SELECT internal_id, id, name, data, user_data, v, ts, received_at
+FROM events
+WHERE (name, internal_id) < (%(name)s::text, %(upper)s::text)
+  AND (name, internal_id) >= (%(name)s::text, '')
+ORDER BY name DESC, internal_id DESC
+LIMIT %(limit)s;
+
+-- name: events_by_public_id
+SELECT internal_id, id, name, data, user_data, v, ts, received_at
+FROM events
+WHERE id = %(id)s
+ORDER BY internal_id DESC
+LIMIT %(limit)s;

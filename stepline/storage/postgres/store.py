@@ -417,6 +417,15 @@ class PostgresStore:
                 cursor = await conn.execute(self._sql[name], params)
                 return await cursor.fetchone()
 
+    async def _fetchall_unprepared(self, name: str, params: rows.Params) -> list[rows.Row]:
+        """``_fetchall`` planned for its values every time: psycopg prepares a statement run five
+        times, and PostgreSQL may then plan it once for any value (a generic plan). The read
+        API's pages must use the index that fits their filter, whatever the filter's value."""
+        with _translated(name, self._where):
+            async with self._connection() as conn:
+                cursor = await conn.execute(self._sql[name], params, prepare=False)
+                return await cursor.fetchall()
+
     # claiming
 
     async def claim(self, now: int, limit: int, lease_until: int) -> list[records.QueueItem]:
@@ -477,6 +486,35 @@ class PostgresStore:
     async def count_queue(self) -> int:
         row = await self._fetchone("count_queue", {})
         return 0 if row is None else int(row["count"])
+
+    async def list_runs(
+        self,
+        *,
+        function_id: str | None = None,
+        status: records.RunStatus | None = None,
+        event_id: str | None = None,
+        created_after: int | None = None,
+        created_before: int | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> list[records.RunRecord]:
+        if limit <= 0:
+            return []
+        id_range = records.IdRange.page(cursor, created_after, created_before)
+        name, params = rows.run_page(function_id, status, event_id, id_range, limit)
+        return [rows.run_record(row) for row in await self._fetchall_unprepared(name, params)]
+
+    async def list_events(
+        self, *, name: str | None = None, cursor: str | None = None, limit: int = 50
+    ) -> list[records.EventRecord]:
+        if limit <= 0:
+            return []
+        query, params = rows.event_page(name, cursor, limit)
+        return [rows.event_record(row) for row in await self._fetchall_unprepared(query, params)]
+
+    async def events_by_public_id(self, public_id: str, limit: int = 20) -> list[records.EventRecord]:
+        found = await self._fetchall("events_by_public_id", {"id": public_id, "limit": max(0, limit)})
+        return [rows.event_record(row) for row in found]
 
     # wake-ups
 

@@ -249,3 +249,75 @@ SELECT id, app_id, name, config, updated_at FROM functions ORDER BY id;
 -- :function_ids is a JSON array of the app's function ids to keep.
 DELETE FROM functions
 WHERE app_id = :app_id AND id NOT IN (SELECT value FROM json_each(:function_ids));
+
+-- name: list_runs
+-- The read API's pages, newest first. :lower (inclusive) and :upper (exclusive) bound the id,
+-- from the cursor and the creation-time window (storage.records.IdRange). Each filter
+-- combination has its own query, which reads one index range backwards and stops at :limit:
+-- this one the primary key, the next ones the index they name (INDEXED BY: with statistics,
+-- SQLite could prefer walking the primary key and filtering, which reads the whole table
+-- when the filter matches no recent run).
+SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
+       pending, disable_immediate, request_version, step_count, correlation_id
+FROM runs
+WHERE id < :upper AND id >= :lower
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_runs_by_function
+SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
+       pending, disable_immediate, request_version, step_count, correlation_id
+FROM runs INDEXED BY runs_by_function
+WHERE function_id = :function_id AND id < :upper AND id >= :lower
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_runs_by_status
+SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
+       pending, disable_immediate, request_version, step_count, correlation_id
+FROM runs INDEXED BY runs_by_status
+WHERE status = :status AND id < :upper AND id >= :lower
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_runs_by_function_status
+SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
+       pending, disable_immediate, request_version, step_count, correlation_id
+FROM runs INDEXED BY runs_by_function_status
+WHERE function_id = :function_id AND status = :status AND id < :upper AND id >= :lower
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_runs_by_event
+-- An event starts a handful of runs: found through runs_by_event, the other filters checked on them.
+SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
+       pending, disable_immediate, request_version, step_count, correlation_id
+FROM runs INDEXED BY runs_by_event
+WHERE event_id = :event_id
+  AND (:function_id IS NULL OR function_id = :function_id)
+  AND (:status IS NULL OR status = :status)
+  AND id < :upper AND id >= :lower
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_events
+-- Newest first by internal_id (a ULID), below the cursor :upper: the primary key read backwards.
+SELECT internal_id, id, name, data, user_data, v, ts, received_at
+FROM events
+WHERE internal_id < :upper
+ORDER BY internal_id DESC
+LIMIT :limit;
+
+-- name: list_events_by_name
+SELECT internal_id, id, name, data, user_data, v, ts, received_at
+FROM events INDEXED BY events_by_name
+WHERE name = :name AND internal_id < :upper
+ORDER BY internal_id DESC
+LIMIT :limit;
+
+-- name: events_by_public_id
+SELECT internal_id, id, name, data, user_data, v, ts, received_at
+FROM events INDEXED BY events_by_public_id
+WHERE id = :id
+ORDER BY internal_id DESC
+LIMIT :limit;

@@ -359,6 +359,35 @@ class SQLiteStore:
         row = self._reader.one("count_queue")
         return 0 if row is None else int(row[0])
 
+    async def list_runs(
+        self,
+        *,
+        function_id: str | None = None,
+        status: records.RunStatus | None = None,
+        event_id: str | None = None,
+        created_after: int | None = None,
+        created_before: int | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> list[records.RunRecord]:
+        if limit <= 0:
+            return []
+        id_range = records.IdRange.page(cursor, created_after, created_before)
+        name, params = rows.run_page(function_id, status, event_id, id_range, limit)
+        return [rows.run_record(row) for row in self._reader.all(name, params)]
+
+    async def list_events(
+        self, *, name: str | None = None, cursor: str | None = None, limit: int = 50
+    ) -> list[records.EventRecord]:
+        if limit <= 0:
+            return []
+        query, params = rows.event_page(name, cursor, limit)
+        return [rows.event_record(row) for row in self._reader.all(query, params)]
+
+    async def events_by_public_id(self, public_id: str, limit: int = 20) -> list[records.EventRecord]:
+        found = self._reader.all("events_by_public_id", {"id": public_id, "limit": max(0, limit)})
+        return [rows.event_record(row) for row in found]
+
     # wake-ups
     async def wait_for_work(self, timeout: float) -> None:
         try:
