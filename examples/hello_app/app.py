@@ -46,7 +46,7 @@ async def report_failure(ctx: stepline.Context) -> None:
 @client.function(id="summarize", trigger=stepline.on_event("demo/summarize"), retries=3, on_failure=report_failure)
 async def summarize(ctx: stepline.Context) -> dict[str, Any]:
     text = await ctx.step.run("clean", lambda: " ".join(str(ctx.event.data.get("text", "")).split()))
-    result = await ctx.step.run("model", fake_model, text)
+    result: dict[str, Any] = await ctx.step.run("model", fake_model, text)
     await ctx.step.sleep("cool-down", timedelta(seconds=1))
     await ctx.step.send_event("notify", stepline.Event(name="demo/summarized", data={"words": result["words"]}))
     return result

@@ -341,7 +341,7 @@ class Applier:
             error = op.error or models.error_body("Error", "step failed")
             return await self._record(tx, run, op, {"error": error}, item, started_at, now)
         if kind is opcodes.Opcode.STEP_PLANNED:
-            await self._enqueue_for(tx, run, op, records.ItemKind.STEP, now, now)
+            await self._enqueue_for(tx, run, op, records.ItemKind.STEP, transitions.continuation_time(run, now), now)
             return False
         if kind is opcodes.Opcode.SLEEP:
             await self._enqueue_for(tx, run, op, records.ItemKind.WAKE, _sleep_until_ms(op, now), now)

@@ -60,9 +60,11 @@ class Executor:
         try:
             while not self._stopping:
                 claimed = await self._claim_and_start()
-                if claimed and len(self._inflight) < self._concurrency:
-                    continue  # the queue may hold more ready work
-                await self._wait(await self._idle_timeout())
+                if len(self._inflight) >= self._concurrency:
+                    await self._wait_for_slot()  # full: nothing to claim until a call ends
+                elif claimed == 0:
+                    await self._wait(await self._idle_timeout())
+                # else: slots left after a claim, and the queue may hold more ready work
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -119,6 +121,12 @@ class Executor:
         if next_at is not None:
             timeout = min(timeout, max(0.0, (next_at - self._clock.now_ms()) / 1000))
         return timeout
+
+    async def _wait_for_slot(self) -> None:
+        self._slot_freed.clear()
+        if len(self._inflight) >= self._concurrency:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), timeout=self._poll_interval_s)
 
     async def _wait(self, timeout: float) -> None:
         if timeout <= 0:

@@ -66,9 +66,20 @@ async def record_step(
     return inserted
 
 
+def continuation_time(run: records.RunRecord, now: int) -> int:
+    """When a run's next call becomes claimable: at the run's creation time, so that under a
+    backlog the queue (ordered by ``available_at``) finishes older runs first instead of moving
+    every run one step at a time; runs still start in the order they arrived."""
+    return min(now, run.created_at)
+
+
 def discover_item(run: records.RunRecord, now: int) -> records.QueueItem:
     return records.QueueItem(
-        id=new_id(), run_id=run.id, kind=records.ItemKind.DISCOVER, available_at=now, created_at=now
+        id=new_id(),
+        run_id=run.id,
+        kind=records.ItemKind.DISCOVER,
+        available_at=continuation_time(run, now),
+        created_at=now,
     )
 
 
@@ -95,7 +106,7 @@ async def continue_if_ready(
     item.kind = records.ItemKind.DISCOVER
     item.step_id = None
     item.attempt = 0
-    item.available_at = now
+    item.available_at = continuation_time(run, now)
     item.payload = {}
     if not await tx.reschedule_item(item, claims):
         raise LeaseLostError(item.id)

@@ -34,6 +34,14 @@ METHODS = ("GET", "PUT", "POST")
 _Reply = registration.Reply
 
 
+# Both shapes: the Inngest SDKs' ``message`` and Stepline's ``{"error", "status"}``.
+_UNAUTHORIZED = {
+    "message": "Unauthorized",
+    "error": "request signature missing, invalid or expired: the server and this app need the same signing key",
+    "status": 401,
+}
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Request:
     """An incoming request as the handler needs it. Header names are lower-cased."""
@@ -146,7 +154,7 @@ class ServeHandler:
             return registration.error_reply(405, f"method {request.method} not allowed: use GET, PUT or POST")
         production = not self._settings.is_dev
         if production and key is None and request.method != "PUT":
-            return registration.json_reply(401, {"message": "Unauthorized"})
+            return registration.json_reply(401, _UNAUTHORIZED)
         if request.method == "GET":
             return self._introspect(request, key)
         if request.method == "PUT":
@@ -174,7 +182,7 @@ class ServeHandler:
             return registration.json_reply(400, {"code": "server_kind_mismatch", "message": message})
         if request.header(registration.SYNC_KIND_HEADER) == "in_band" and mode == "cloud":
             if key is None:
-                return registration.json_reply(401, {"message": "Unauthorized"})
+                return registration.json_reply(401, _UNAUTHORIZED)
             return registration.in_band(self._app, request.body)
         return registration.out_of_band(self._app, request.url, dict(request.query), kind)
 
@@ -195,7 +203,14 @@ class ServeHandler:
         if fn is None:
             message = f"function {fn_id!r} not found in app {self._client.app_id!r}; serving {sorted(self._functions)}"
             return registration.json_reply(
-                500, {"code": "function_not_found", "message": message, "name": "FunctionNotFoundError"}
+                404,
+                {
+                    "code": "function_not_found",
+                    "message": message,
+                    "name": "FunctionNotFoundError",
+                    "error": message,
+                    "status": 404,
+                },
             )
         step_id = request.query.get("stepId") or request.header("X-Inngest-Step-ID")
         if step_id:

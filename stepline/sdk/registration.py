@@ -89,7 +89,7 @@ def inspection(app: App, *, authenticated: bool) -> dict[str, Any]:
         "event_api_origin": settings.base_url,
         "event_key_hash": signing.hash_event_key(settings.event_key) if settings.event_key else None,
         "framework": app.framework,
-        "sdk_language": "py",
+        "sdk_language": "stepline-py",
         "sdk_version": settings_.VERSION,
         "serve_origin": settings.serve_origin,
         "serve_path": None,
@@ -118,7 +118,7 @@ def in_band(app: App, body: bytes) -> Reply:
         "functions": app.configs(url),
         "inspection": inspected,
         "sdk_author": "stepline",
-        "sdk_language": "py",
+        "sdk_language": "stepline-py",
         "sdk_version": settings_.VERSION,
         "url": url,
     }

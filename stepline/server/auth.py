@@ -16,7 +16,7 @@ def runtime_of(request: Request) -> runtime_.ServerRuntime:
     return runtime
 
 
-def require_api_key(request: Request) -> runtime_.ServerRuntime:
+async def require_api_key(request: Request) -> runtime_.ServerRuntime:
     """A dependency: in production, ``Authorization: Bearer <signing key or its hash>`` is required."""
     runtime = runtime_of(request)
     settings = runtime.settings

@@ -87,12 +87,21 @@ def parse_reply(status: int, headers: httpx.Headers, content: bytes) -> response
         inner = body.get("body")
         body = _json_or_text(inner.encode()) if isinstance(inner, str) else inner
     version = headers.get("x-inngest-req-version")
+    sdk = headers.get("x-inngest-sdk")
+    if sdk is None and headers.get("x-inngest-sdk-handled"):
+        sdk = "unknown"  # an SDK that sends only this header on refusals (the Python SDK's 401)
+    if status == 401 and sdk is not None:
+        body = models.error_body(
+            "SignatureRejected",
+            "the app refused the server's request signature (HTTP 401): give the app and the server the same "
+            "signing key (STEPLINE_SIGNING_KEY / INNGEST_SIGNING_KEY on the app, --signing-key on the server)",
+        )
     return responses.CallResponse(
         status=status,
         body=body,
         no_retry=headers.get("x-inngest-no-retry", "").lower() == "true",
         retry_after=headers.get("retry-after"),
-        sdk=headers.get("x-inngest-sdk"),
+        sdk=sdk,
         request_version=int(version) if version and version.isdigit() else None,
     )
 

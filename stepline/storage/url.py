@@ -44,7 +44,10 @@ async def open_store(url: str, *, pool_size: int = 10, migrate: bool = True) -> 
         from stepline.storage.sqlite import store as sqlite_store
 
         path = Path(parsed.target)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise errors.StorageError(f"cannot create the folder of the SQLite database {path}: {exc}") from None
         return await sqlite_store.SQLiteStore.open(path, migrate=migrate)
     from stepline.storage.postgres import store as postgres_store
 

@@ -108,7 +108,7 @@ async def test_in_band_sync_answers_with_the_configuration() -> None:
     url = "https://public.example.com/api/stepline"
     assert body["url"] == url
     assert body["app_id"] == APP_ID
-    assert body["sdk_language"] == "py"
+    assert body["sdk_language"] == "stepline-py"
     assert body["sdk_version"] == settings.VERSION
     assert [config["id"] for config in body["functions"]] == [
         f"{APP_ID}-greet",
