@@ -168,6 +168,8 @@ class FunctionRecord:
     config: dict[str, JSON]
     """The function's wire configuration (triggers, retries, flow control)."""
     updated_at: int
+    version: int = 1
+    """1 when first registered; incremented by every sync that changes ``config``."""
 
 
 @dataclasses.dataclass(slots=True)

@@ -628,3 +628,13 @@ async def test_reopening_a_migrated_database_keeps_its_data(database_url: str) -
         assert await second.get_run(run.id) == run
     finally:
         await second.close()
+
+
+async def test_function_version_moves_only_when_its_configuration_changes(db: store.Store) -> None:
+    config = {"id": "app-fn", "triggers": [{"event": "a/b"}]}
+    for updated_at, cfg in [(1, config), (2, config), (3, config | {"name": "renamed"}), (4, config)]:
+        async with db.transaction() as tx:
+            await tx.upsert_function(records.FunctionRecord("app-fn", "app", "fn", cfg, updated_at))
+        (found,) = await db.list_functions()
+        expected = {1: 1, 2: 1, 3: 2, 4: 3}[updated_at]
+        assert (found.updated_at, found.version) == (updated_at, expected)

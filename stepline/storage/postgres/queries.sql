@@ -152,6 +152,8 @@ VALUES (%(id)s, %(app_id)s, %(name)s, %(config)s, %(updated_at)s)
 ON CONFLICT (id) DO UPDATE
 SET app_id = excluded.app_id,
     name = excluded.name,
+    -- SET expressions read the row as it was: compare the stored configuration with the new one.
+    version = CASE WHEN functions.config = excluded.config THEN functions.version ELSE functions.version + 1 END,
     config = excluded.config,
     updated_at = excluded.updated_at;
 
@@ -267,7 +269,7 @@ SELECT id, url, framework, sdk, checksum, synced_at, error FROM apps ORDER BY id
 SELECT id, url, framework, sdk, checksum, synced_at, error FROM apps WHERE id = %(id)s;
 
 -- name: select_functions
-SELECT id, app_id, name, config, updated_at FROM functions ORDER BY id;
+SELECT id, app_id, name, config, updated_at, version FROM functions ORDER BY id;
 
 -- name: delete_functions_except
 DELETE FROM functions

@@ -231,7 +231,9 @@ def app_record(row: Row) -> records.AppRecord:
 
 
 def function_record(row: Row) -> records.FunctionRecord:
-    return records.FunctionRecord(row["id"], row["app_id"], row["name"], row["config"], row["updated_at"])
+    return records.FunctionRecord(
+        row["id"], row["app_id"], row["name"], row["config"], row["updated_at"], row["version"]
+    )
 
 
 # pages of the read API

@@ -188,6 +188,8 @@ VALUES (:id, :app_id, :name, :config, :updated_at)
 ON CONFLICT (id) DO UPDATE
 SET app_id = excluded.app_id,
     name = excluded.name,
+    -- SET expressions read the row as it was: compare the stored configuration with the new one.
+    version = CASE WHEN functions.config = excluded.config THEN functions.version ELSE functions.version + 1 END,
     config = excluded.config,
     updated_at = excluded.updated_at;
 
@@ -243,7 +245,7 @@ SELECT id, url, framework, sdk, checksum, synced_at, error FROM apps ORDER BY id
 SELECT id, url, framework, sdk, checksum, synced_at, error FROM apps WHERE id = :id;
 
 -- name: select_functions
-SELECT id, app_id, name, config, updated_at FROM functions ORDER BY id;
+SELECT id, app_id, name, config, updated_at, version FROM functions ORDER BY id;
 
 -- name: delete_functions_except
 -- :function_ids is a JSON array of the app's function ids to keep.

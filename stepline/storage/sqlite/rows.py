@@ -272,8 +272,8 @@ def app_record(row: Row) -> records.AppRecord:
 
 
 def function_record(row: Row) -> records.FunctionRecord:
-    id_, app_id, name, config, updated_at = row
-    return records.FunctionRecord(id_, app_id, name, json.loads(config), updated_at)
+    id_, app_id, name, config, updated_at, version = row
+    return records.FunctionRecord(id_, app_id, name, json.loads(config), updated_at, version)
 
 
 # pages of the read API
