@@ -8,12 +8,14 @@ it means; a network failure or a response that did not come from an SDK is a ret
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 import ulid
 
 from stepline.engine import dispatch
@@ -37,14 +39,26 @@ def _unreachable(message: str) -> responses.CallResponse:
 
 
 class HttpTransport:
+    """Server -> app calls. aiohttp rather than httpx here: on this hot path httpx's per-request
+    overhead was most of the server's CPU (profiled with py-spy; see bench/README.md)."""
+
     supports_checkpoints = False
 
     def __init__(self, *, signing_key: str | None, timeout_s: float) -> None:
         self._signing_key = signing_key
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=10.0))
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=10.0)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the running loop (aiohttp binds a session to its loop).
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=aiohttp.TCPConnector(limit=0))
+        return self._session
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def call(
         self,
@@ -67,22 +81,27 @@ class HttpTransport:
         if self._signing_key:
             headers[signing.SIGNATURE_HEADER] = signing.sign(body, self._signing_key, int(time.time()))
         try:
-            reply = await self._client.post(url, content=body, headers=headers)
-        except httpx.TimeoutException:
+            async with self._client().post(url, data=body, headers=headers) as reply:
+                content = await reply.content.read(MAX_RESPONSE_BYTES + 1)
+                status, reply_headers = reply.status, {key.lower(): value for key, value in reply.headers.items()}
+        except TimeoutError:
             return _unreachable(f"the app at {spec.url} did not answer in time")
-        except httpx.HTTPError as exc:
-            return _unreachable(f"could not reach the app at {spec.url}: {exc}")
-        return parse_reply(reply.status_code, reply.headers, reply.content)
+        except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+            return _unreachable(f"could not reach the app at {spec.url}: {exc or type(exc).__name__}")
+        return parse_reply(status, reply_headers, content)
 
 
-def parse_reply(status: int, headers: httpx.Headers, content: bytes) -> responses.CallResponse:
-    """An SDK's HTTP answer as a ``CallResponse`` (unwrapping a streamed ``201`` reply)."""
+def parse_reply(status: int, headers: Mapping[str, str], content: bytes) -> responses.CallResponse:
+    """An SDK's HTTP answer as a ``CallResponse`` (unwrapping a streamed ``201`` reply).
+
+    ``headers`` has lower-case names.
+    """
     if len(content) > MAX_RESPONSE_BYTES:
-        return _unreachable(f"the app's response is {len(content)} bytes, over the {MAX_RESPONSE_BYTES} limit")
+        return _unreachable(f"the app's response is over the {MAX_RESPONSE_BYTES}-byte limit")
     body = _json_or_text(content)
     if status == 201 and isinstance(body, dict) and "status" in body:
         # Streaming: keep-alive spaces, then {"status", "headers", "body"} (body maybe a JSON string).
-        headers = httpx.Headers(body.get("headers") or {})
+        headers = {str(key).lower(): str(value) for key, value in (body.get("headers") or {}).items()}
         status = int(body["status"])
         inner = body.get("body")
         body = _json_or_text(inner.encode()) if isinstance(inner, str) else inner
