@@ -26,7 +26,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 
 from stepline import errors
-from stepline.storage import migrate, queries, records, store
+from stepline.storage import migrate, pages, queries, records, store
 from stepline.storage.postgres import rows
 
 _LOG = logging.getLogger(__name__)
@@ -501,7 +501,7 @@ class PostgresStore:
         if limit <= 0:
             return []
         id_range = records.IdRange.page(cursor, created_after, created_before)
-        name, params = rows.run_page(function_id, status, event_id, id_range, limit)
+        name, params = pages.run_page(function_id, status, event_id, id_range, limit)
         return [rows.run_record(row) for row in await self._fetchall_unprepared(name, params)]
 
     async def list_events(
@@ -509,7 +509,7 @@ class PostgresStore:
     ) -> list[records.EventRecord]:
         if limit <= 0:
             return []
-        query, params = rows.event_page(name, cursor, limit)
+        query, params = pages.event_page(name, cursor, limit)
         return [rows.event_record(row) for row in await self._fetchall_unprepared(query, params)]
 
     async def events_by_public_id(self, public_id: str, limit: int = 20) -> list[records.EventRecord]:

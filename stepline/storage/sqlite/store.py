@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, LiteralString
 
 from stepline import errors
-from stepline.storage import migrate, queries, records
+from stepline.storage import migrate, pages, queries, records
 from stepline.storage.sqlite import rows
 
 _MIN_VERSION = (3, 35, 0)
@@ -373,7 +373,7 @@ class SQLiteStore:
         if limit <= 0:
             return []
         id_range = records.IdRange.page(cursor, created_after, created_before)
-        name, params = rows.run_page(function_id, status, event_id, id_range, limit)
+        name, params = pages.run_page(function_id, status, event_id, id_range, limit)
         return [rows.run_record(row) for row in self._reader.all(name, params)]
 
     async def list_events(
@@ -381,7 +381,7 @@ class SQLiteStore:
     ) -> list[records.EventRecord]:
         if limit <= 0:
             return []
-        query, params = rows.event_page(name, cursor, limit)
+        query, params = pages.event_page(name, cursor, limit)
         return [rows.event_record(row) for row in self._reader.all(query, params)]
 
     async def events_by_public_id(self, public_id: str, limit: int = 20) -> list[records.EventRecord]:
