@@ -19,6 +19,14 @@ database created on the server of ``--postgres-url`` and dropped at the end):
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as ``python bench/engine.py``, sys.path starts with this file's directory; make it the
+# repository root so ``bench.support`` imports.
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
 import argparse
 import asyncio
 import contextlib
@@ -27,16 +35,15 @@ import logging
 import math
 import os
 import sqlite3
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
 
 import stepline
+from bench import support
 
 STEPS_PER_RUN = 3
 EVENT_NAME = "bench/three-steps"
@@ -166,11 +173,6 @@ class PostgresBenchDatabase:
             self._conn = None
 
 
-def _with_database(url: str, database: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{database}"
-
-
 class DatabaseFactory:
     """Hands out a fresh database per case and removes them all at the end."""
 
@@ -181,11 +183,7 @@ class DatabaseFactory:
         self._counter = 0
 
     def postgres_unavailable_reason(self) -> str | None:
-        try:
-            with psycopg.connect(self._admin_url, connect_timeout=3):
-                return None
-        except psycopg.Error as exc:
-            return f"PostgreSQL at {self._admin_url} is unreachable: {exc}".strip()
+        return support.postgres_unavailable_reason(self._admin_url)
 
     @contextlib.asynccontextmanager
     async def fresh(self, backend: str) -> AsyncIterator[BenchDatabase]:
@@ -195,11 +193,9 @@ class DatabaseFactory:
             db = SQLiteBenchDatabase(Path(self._tmp.name) / f"case{self._counter}.db")
         else:
             name = f"stepline_bench_{os.getpid()}_{self._counter}"
-            with psycopg.connect(self._admin_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                conn.execute(f'CREATE DATABASE "{name}"')
+            url = support.create_database(self._admin_url, name)
             self._created.append(name)
-            db = PostgresBenchDatabase(_with_database(self._admin_url, name))
+            db = PostgresBenchDatabase(url)
         try:
             yield db
         finally:
@@ -208,8 +204,7 @@ class DatabaseFactory:
     def cleanup(self) -> None:
         for name in self._created:
             try:
-                with psycopg.connect(self._admin_url, autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                support.drop_database(self._admin_url, name)
             except psycopg.Error as exc:
                 print(f"warning: could not drop database {name}: {exc}", file=sys.stderr)
         self._created = []
@@ -393,14 +388,6 @@ async def measure_latency(db: BenchDatabase, config: Config, checkpointing: bool
 # reporting
 
 
-def _load() -> str:
-    """The 1-minute load average: other work on the machine skews every figure."""
-    try:
-        return f"{os.getloadavg()[0]:.2f}"
-    except OSError:
-        return "unknown"
-
-
 def _on_off(flag: bool) -> str:
     return "on" if flag else "off"
 
@@ -553,7 +540,7 @@ async def main_async(args: argparse.Namespace) -> int:
     modes = {"on": [True], "off": [False], "both": [True, False]}[args.checkpointing]
     print(
         f"Stepline engine bench: python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, "
-        f"{os.cpu_count()} CPU(s), load average {_load()}"
+        f"{os.cpu_count()} CPU(s), load average {support.load_average()}"
     )
     print(
         f"config: concurrency={config.concurrency} pool_size={config.pool_size} "
@@ -574,7 +561,8 @@ async def main_async(args: argparse.Namespace) -> int:
             print(f"\n[{backend}]")
             began = time.perf_counter()
             t, lat = await bench_backend(backend, factory, config, modes, not args.skip_latency)
-            print(f"  ({backend} cases took {time.perf_counter() - began:.1f} s; load average now {_load()})")
+            took = time.perf_counter() - began
+            print(f"  ({backend} cases took {took:.1f} s; load average now {support.load_average()})")
             throughputs += t
             latencies += lat
     finally:

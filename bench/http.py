@@ -29,9 +29,10 @@ import sys
 from pathlib import Path
 
 # Run as ``python bench/http.py``, this file's directory is first on sys.path, where this very file
-# would shadow the standard library's ``http`` package (which httpx imports). Take it off.
+# would shadow the standard library's ``http`` package (which httpx imports). Put the repository
+# root there instead, so ``bench.support`` imports.
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import argparse
 import asyncio
@@ -54,6 +55,8 @@ from typing import IO, Any, Protocol
 
 import httpx
 import psycopg
+
+from bench import support
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -248,11 +251,6 @@ class Database:
         return PostgresCounter(self.url)
 
 
-def _with_database(url: str, database: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{database}"
-
-
 class DatabaseFactory:
     """A fresh database per backend; every one removed by ``cleanup``."""
 
@@ -263,11 +261,7 @@ class DatabaseFactory:
         self._created: list[str] = []
 
     def postgres_unavailable_reason(self) -> str | None:
-        try:
-            with psycopg.connect(self._admin_url, connect_timeout=3):
-                return None
-        except psycopg.Error as exc:
-            return f"PostgreSQL at {self._admin_url} is unreachable: {exc}".strip()
+        return support.postgres_unavailable_reason(self._admin_url)
 
     @contextlib.contextmanager
     def fresh(self, backend: str) -> Iterator[Database]:
@@ -276,19 +270,16 @@ class DatabaseFactory:
             yield Database("sqlite", f"sqlite:///{path}", path)
             return
         name = f"stepline_bench_http_{os.getpid()}"
-        with psycopg.connect(self._admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
+        url = support.create_database(self._admin_url, name)
         self._created.append(name)
         try:
-            yield Database("postgres", _with_database(self._admin_url, name))
+            yield Database("postgres", url)
         finally:
             self._drop(name)
 
     def _drop(self, name: str) -> None:
         try:
-            with psycopg.connect(self._admin_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            support.drop_database(self._admin_url, name)
             self._created.remove(name)
         except psycopg.Error as exc:
             print(f"warning: could not drop database {name}: {exc}", file=sys.stderr)
@@ -968,14 +959,6 @@ def _noteworthy_lines(path: Path) -> list[str]:
 # reporting
 
 
-def _load() -> str:
-    """The 1-minute load average: other work on the machine skews every figure."""
-    try:
-        return f"{os.getloadavg()[0]:.2f}"
-    except OSError:
-        return "unknown"
-
-
 def _cpu_usage(cpu_s: dict[str, float], wall_s: float, count: int, unit: str) -> str:
     """``server 0.93 cores (1.52 ms/event), ...``: CPU used per process over a window."""
     if wall_s <= 0 or count <= 0:
@@ -1084,7 +1067,7 @@ def print_summary(config: Config, results: list[BackendResult]) -> None:
     header += ["lat p50 ms", "p99 ms", "max ms", "result"]
     if results:
         print(_table([header] + [_row(result) for result in results]))
-    print(f"load average {_load()}")
+    print(f"load average {support.load_average()}")
 
 
 # main
@@ -1153,7 +1136,7 @@ def main() -> int:
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     print(
         f"Stepline HTTP bench: python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, "
-        f"{os.cpu_count()} CPU(s), load average {_load()}"
+        f"{os.cpu_count()} CPU(s), load average {support.load_average()}"
     )
     print(
         f"config: runs={config.runs} batch={config.batch} ingest_events={config.ingest_events} "
@@ -1173,7 +1156,7 @@ def main() -> int:
             print(f"\n[{backend}]")
             began = time.perf_counter()
             results.append(bench_backend(backend, factory, config))
-            print(f"  ({backend} took {time.perf_counter() - began:.1f} s; load average now {_load()})")
+            print(f"  ({backend} took {time.perf_counter() - began:.1f} s; load average now {support.load_average()})")
     finally:
         factory.cleanup()
     print_summary(config, results)

@@ -46,11 +46,6 @@ class Transaction(Protocol):
         number, or None (nothing written) if the run has ended or the step was already recorded."""
         ...
 
-    async def next_step_seq(self, run_id: str) -> int | None:
-        """Take the next step sequence number of a run that has not ended (holding the run row
-        until the transaction ends); None if the run is missing or ended."""
-        ...
-
     async def lock_run(self, run_id: str) -> records.RunRecord | None:
         """Read a run and hold it against concurrent change until the transaction ends."""
         ...

@@ -24,6 +24,8 @@ SET run_id = excluded.run_id, expires_at = excluded.expires_at
 WHERE idempotency_keys.expires_at <= %(now)s;
 
 -- name: next_step_seq
+-- Unused here: record_checkpoint does this in the same statement. SQLite needs it as a second
+-- statement, and both files define the same names.
 UPDATE runs SET step_count = step_count + 1
 WHERE id = %(id)s AND status IN ('queued', 'running')
 RETURNING step_count - 1 AS seq;

@@ -192,10 +192,6 @@ class PostgresTransaction:
         row = await self._fetchone("record_checkpoint", rows.step_params(step))
         return None if row is None else int(row["seq"])
 
-    async def next_step_seq(self, run_id: str) -> int | None:
-        row = await self._fetchone("next_step_seq", {"id": run_id})
-        return None if row is None else int(row["seq"])
-
     async def lock_run(self, run_id: str) -> records.RunRecord | None:
         row = await self._fetchone("select_run_for_update", {"id": run_id})
         return None if row is None else rows.run_record(row)

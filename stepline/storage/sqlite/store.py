@@ -136,10 +136,6 @@ class SQLiteTransaction:
         db.execute("next_step_seq", {"id": step.run_id})
         return int(row[0])
 
-    async def next_step_seq(self, run_id: str) -> int | None:
-        row = self._live().one("next_step_seq", {"id": run_id})
-        return None if row is None else int(row[0])
-
     async def lock_run(self, run_id: str) -> records.RunRecord | None:
         row = self._live().one("select_run_for_update", {"id": run_id})
         return None if row is None else rows.run_record(row)
