@@ -11,6 +11,9 @@
     ├── FunctionNotFoundError       no registered function has that id
     ├── RunNotFoundError            no run has that id
     ├── RunTimeoutError             wait_for_run gave up before the run ended
+    ├── TaskNotFoundError           no task has that id (or the caller does not own it)
+    ├── TaskConflictError           a task id was reused for a different task
+    ├── QuotaExceeded               enqueue refused: the owner used up the feature's quota
     ├── EventSendError              the server refused events sent over HTTP, or could not be reached
     ├── NonDeterminismError         a function changed its steps between calls
     ├── NonRetriableError           raised by users: fail the step (or run) now, no retries
@@ -62,6 +65,27 @@ class RunNotFoundError(SteplineError):
 
 class RunTimeoutError(SteplineError):
     """A run did not reach a terminal state within the time allowed."""
+
+
+class TaskNotFoundError(SteplineError):
+    """No task with that id exists (or, through ``task_routes``, the caller does not own it)."""
+
+
+class TaskConflictError(SteplineError):
+    """An enqueue reused a task id that belongs to a different task."""
+
+
+class QuotaExceeded(SteplineError):
+    """``tasks.enqueue`` was refused: ``owner`` used all ``limit`` uses of ``feature`` in the window.
+
+    Nothing was written. ``retry_after`` is the number of seconds until a use frees up.
+    """
+
+    def __init__(self, message: str, *, feature: str, limit: int, retry_after: float) -> None:
+        super().__init__(message)
+        self.feature = feature
+        self.limit = limit
+        self.retry_after = retry_after
 
 
 class EventSendError(SteplineError):

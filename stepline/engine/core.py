@@ -19,7 +19,7 @@ from stepline import errors
 from stepline.engine import apply as apply_
 from stepline.engine import clock as clock_
 from stepline.engine import cron as cron_
-from stepline.engine import dispatch, executor, ingest, transitions, views
+from stepline.engine import dispatch, executor, ingest, sweeper, tasks, transitions, views
 from stepline.engine import registry as registry_
 from stepline.protocol import models
 from stepline.storage import open_store, records, store
@@ -64,6 +64,7 @@ class EngineCore:
         self._db: store.Store | None = None
         self._executor: executor.Executor | None = None
         self._cron: cron_.CronScheduler | None = None
+        self._sweeper: sweeper.Sweeper | None = None
         self._ingestor = ingest.Ingestor(self.registry)
         self._tasks: list[asyncio.Task[None]] = []
         self._run_ended = asyncio.Event()
@@ -119,9 +120,10 @@ class EngineCore:
             checkpointing=self._checkpointing,
         )
         self._cron = cron_.CronScheduler(self._db, self.registry, self._ingestor, self.clock)
+        self._sweeper = sweeper.Sweeper(self._db, self._ingestor, self.clock, on_swept=self._note_task_swept)
         await self._register_crons()
         if self._background:
-            jobs = [self._executor.run_forever(), self._cron_loop(), *self._background_jobs()]
+            jobs = [self._executor.run_forever(), self._cron_loop(), self._sweep_loop(), *self._background_jobs()]
             self._tasks = [asyncio.create_task(job) for job in jobs]
 
     async def stop(self, grace: timedelta = timedelta(seconds=10)) -> None:
@@ -198,14 +200,15 @@ class EngineCore:
 
     async def run_until_idle(self) -> int:
         """Fire due crons and process every ready item until nothing is ready; returns items processed."""
-        if self._executor is None or self._cron is None:
+        if self._executor is None or self._cron is None or self._sweeper is None:
             raise errors.ConfigurationError("the engine is not started")
         processed = 0
         while True:
             fired = await self._cron.fire_due()
+            swept = await self._sweeper.sweep_due()
             done = await self._executor.run_until_idle()
             processed += done
-            if not fired and done == 0:
+            if not fired and not swept and done == 0:
                 return processed
 
     async def rerun(self, run_id: str) -> str:
@@ -220,9 +223,89 @@ class EngineCore:
         async with self.store.transaction() as tx:
             return await self._ingestor.rerun(tx, spec, original, now)
 
+    # tasks
+    async def enqueue_task(self, request: tasks.TaskRequest) -> tasks.Enqueued:
+        """Create a task with its quota use, event and runs in one transaction (see ``engine.tasks``).
+
+        ``QuotaExceeded`` when the owner has no use left: then nothing at all was written.
+        """
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            return await tasks.enqueue(tx, self._ingestor, request, now)
+
+    async def get_task(self, task_id: str) -> records.TaskRecord | None:
+        return await self.store.get_task(task_id)
+
+    async def require_task(self, task_id: str) -> records.TaskRecord:
+        task = await self.store.get_task(task_id)
+        if task is None:
+            raise errors.TaskNotFoundError(f"no task {task_id!r}")
+        return task
+
+    async def cancel_task(self, task_id: str) -> records.TaskRecord:
+        """Cancel a task that has not ended (its run stops before its next step); returns the task.
+
+        A task that already ended is returned unchanged.
+        """
+        task = await self.require_task(task_id)
+        if task.status.is_terminal:
+            return task
+        if task.run_id is not None and await self.cancel_run(task.run_id):
+            return await self.require_task(task_id)
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            locked = await tx.lock_task(task_id)
+            if locked is not None and not locked.status.is_terminal:
+                await tasks.cancel_unstarted(tx, locked, now)
+        return await self.require_task(task_id)
+
+    async def report_task_progress(self, task_id: str, progress: float, message: str | None = None) -> bool:
+        """Record a running task's progress (0.0 to 1.0); False if the task has ended or already
+        reported more. ``TaskNotFoundError`` for an unknown task."""
+        value, text = tasks.validate_progress(progress, message)
+        if await self.store.set_task_progress(task_id, value, text, self.clock.now_ms()):
+            return True
+        await self.require_task(task_id)
+        return False
+
+    async def wait_for_task(self, task_id: str, timeout: float = 30.0) -> records.TaskRecord:
+        """Wait until the task is complete, failed or cancelled; ``RunTimeoutError`` after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._run_ended.clear()
+            task = await self.require_task(task_id)
+            if task.status.is_terminal:
+                return task
+            if not self._background:
+                if await self.run_until_idle() == 0:
+                    raise errors.RunTimeoutError(
+                        f"task {task_id} is still {task.status.value} and nothing is ready to run: "
+                        "advance the clock past its sleeps, retries or pending timeout"
+                    )
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise errors.RunTimeoutError(f"task {task_id} is still {task.status.value} after {timeout} s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._run_ended.wait(), timeout=min(remaining, self._poll_interval_s))
+
     # internals
     def _note_run_ended(self, run_id: str) -> None:
         self._run_ended.set()
+
+    def _note_task_swept(self, task: records.TaskRecord, reason: str) -> None:
+        self._run_ended.set()
+
+    async def _sweep_loop(self) -> None:
+        assert self._sweeper is not None
+        while True:
+            try:
+                await self._sweeper.sweep_due()
+                delay = await self._sweeper.seconds_until_due()
+            except Exception:
+                logger.exception("sweeping pending tasks failed; retrying")
+                delay = sweeper.MAX_IDLE_S
+            await asyncio.sleep(max(0.05, delay))
 
     async def _register_crons(self) -> None:
         assert self._cron is not None

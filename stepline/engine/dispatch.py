@@ -35,6 +35,7 @@ def build_request(
             disable_immediate_execution=run.disable_immediate,
             stack=models.Stack(current=len(stack), stack=stack),
             step_id=item.step_id if item.kind is records.ItemKind.STEP and item.step_id else "step",
+            task_id=run.task_id,
         ),
         event=run.events[0] if run.events else {},
         events=run.events,

@@ -12,6 +12,7 @@ from typing import Any
 
 from stepline import errors
 from stepline.engine import registry as registry_
+from stepline.engine import tasks as tasks_
 from stepline.engine import transitions
 from stepline.protocol import expressions, jsonvalue
 from stepline.storage import records, store
@@ -24,6 +25,8 @@ MAX_LIFECYCLE_DEPTH = 8
 class IngestResult:
     event_ids: list[str] = dataclasses.field(default_factory=list)
     """Public ids of the accepted events, in order."""
+    internal_ids: list[str] = dataclasses.field(default_factory=list)
+    """Stored ids (``EventRecord.internal_id``) of the accepted events, in order."""
     run_ids: list[str] = dataclasses.field(default_factory=list)
     """Runs started, in order."""
     resumed_runs: list[str] = dataclasses.field(default_factory=list)
@@ -60,10 +63,15 @@ class _PlannedRun:
     event: dict[str, Any]
     event_internal_id: str
     run_id: str = dataclasses.field(default_factory=transitions.new_id)
+    task_id: str | None = None
 
     def to_run(self, now: int) -> records.RunRecord:
-        correlation = (self.event.get("data", {}).get("_inngest") or {}).get("correlation_id")
+        data = self.event.get("data") or {}
+        correlation = (data.get("_inngest") or {}).get("correlation_id")
         invoked = self.event.get("name") == transitions.INVOKED_EVENT
+        task_id = self.task_id
+        if task_id is None and self.event.get("name") == transitions.FAILED_EVENT and data.get("task_id"):
+            task_id = str(data["task_id"])  # an on_failure handler of a task's run: it ends the task
         return records.RunRecord(
             id=self.run_id,
             function_id=self.fn.id,
@@ -72,6 +80,7 @@ class _PlannedRun:
             status=records.RunStatus.QUEUED,
             created_at=now,
             correlation_id=str(correlation) if correlation and invoked else None,
+            task_id=task_id,
         )
 
 
@@ -80,9 +89,19 @@ class Ingestor:
         self.registry = registry
 
     async def ingest(
-        self, tx: store.Transaction, raw_events: list[dict[str, Any]], now: int, *, depth: int = 0
+        self,
+        tx: store.Transaction,
+        raw_events: list[dict[str, Any]],
+        now: int,
+        *,
+        depth: int = 0,
+        task_id: str | None = None,
     ) -> IngestResult:
-        """Store ``raw_events`` and act on them: a batch costs a few statements, not a few per event."""
+        """Store ``raw_events`` and act on them: a batch costs a few statements, not a few per event.
+
+        With ``task_id`` (one event, sent by ``tasks.enqueue``), the first run the event starts
+        drives that task.
+        """
         events = [normalise_event(raw, now) for raw in raw_events]
         await tx.insert_events(events)
         wires = [event.to_wire() for event in events]
@@ -91,8 +110,11 @@ class Ingestor:
             for event, wire in zip(events, wires, strict=True)
             for fn in self._targets(wire)
         ]
-        result = IngestResult(event_ids=[event.id for event in events])
+        if task_id is not None and planned:
+            planned[0].task_id = task_id
+        result = IngestResult(event_ids=[event.id for event in events], internal_ids=[e.internal_id for e in events])
         result.run_ids = await self._start_runs(tx, planned, now)
+        await self._end_unhandled_task_failures(tx, wires, planned, result.run_ids, now)
         listeners: dict[str, list[records.PauseRecord]] = {}
         for wire in wires:
             result.resumed_runs.extend(await self._resume_pauses(tx, wire, now, depth, listeners))
@@ -120,9 +142,13 @@ class Ingestor:
     async def rerun(
         self, tx: store.Transaction, fn: registry_.FunctionSpec, original: records.RunRecord, now: int
     ) -> str:
-        """A new run of ``fn`` for ``original``'s events, bypassing the idempotency window."""
+        """A new run of ``fn`` for ``original``'s events, bypassing the idempotency window.
+
+        The rerun of a task's run drives the task again (see ``tasks.reopen_for_rerun``).
+        """
         run = _PlannedRun(fn, original.events[0], original.event_id).to_run(now)
         run.events = original.events
+        await tasks_.reopen_for_rerun(tx, original, run, now)
         await tx.insert_runs([run])
         await tx.enqueue_many([transitions.discover_item(run, now)])
         return run.id
@@ -140,6 +166,24 @@ class Ingestor:
         await tx.insert_runs(runs)
         await tx.enqueue_many([transitions.discover_item(run, now) for run in runs])
         return [run.id for run in runs]
+
+    async def _end_unhandled_task_failures(
+        self,
+        tx: store.Transaction,
+        wires: list[dict[str, Any]],
+        planned: list[_PlannedRun],
+        started: list[str],
+        now: int,
+    ) -> None:
+        """A task whose run failed waits for the function's ``on_failure`` handler; when the
+        ``function.failed`` event started none, the task fails now."""
+        for wire in wires:
+            task_id = wire["data"].get("task_id") if wire["name"] == transitions.FAILED_EVENT else None
+            if not task_id:
+                continue
+            handlers = [plan.run_id for plan in planned if plan.event is wire and plan.run_id in started]
+            if not handlers:
+                await tasks_.failure_unhandled(tx, str(task_id), now)
 
     async def _resume_pauses(
         self,
@@ -205,3 +249,7 @@ class Ingestor:
         """Ingest events emitted by a run's end (guarding against runaway chains)."""
         if lifecycle and depth < MAX_LIFECYCLE_DEPTH:
             await self.ingest(tx, lifecycle, now, depth=depth + 1)
+            return
+        for wire in lifecycle:  # dropped: a task waiting for its failure handler must still end
+            if wire["name"] == transitions.FAILED_EVENT and wire["data"].get("task_id"):
+                await tasks_.failure_unhandled(tx, str(wire["data"]["task_id"]), now)

@@ -11,6 +11,7 @@ from typing import Any
 
 import ulid
 
+from stepline.engine import tasks
 from stepline.protocol import models
 from stepline.storage import records, store
 
@@ -117,6 +118,8 @@ async def mark_running(tx: store.Transaction, run: records.RunRecord, now: int) 
     if run.status is records.RunStatus.QUEUED:
         run.status = records.RunStatus.RUNNING
         run.started_at = now
+        if run.task_id is not None:
+            await tx.start_task(run.task_id, now)
 
 
 def lifecycle_events(run: records.RunRecord) -> list[dict[str, Any]]:
@@ -138,6 +141,8 @@ def lifecycle_events(run: records.RunRecord) -> list[dict[str, Any]]:
     }
     if run.correlation_id:
         data["correlation_id"] = run.correlation_id
+    if run.task_id:
+        data["task_id"] = run.task_id  # so the on_failure handler's run ends the task
     if run.status is records.RunStatus.COMPLETED:
         data["result"] = run.output
     else:
@@ -174,4 +179,5 @@ async def end_run(
         await tx.delete_run_items(run.id)
         await tx.delete_run_pauses(run.id)
     await tx.update_run(run)
+    await tasks.run_ended(tx, run, now)
     return lifecycle_events(run)

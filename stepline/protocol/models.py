@@ -27,6 +27,8 @@ class RequestContext(pydantic.BaseModel):
     step_id: str = "step"
     use_api: bool = False
     env: str = ""
+    task_id: str | None = None
+    """Stepline extension: the tracked task this run drives (other SDKs ignore it)."""
 
 
 class ExecutionRequest(pydantic.BaseModel):

@@ -43,3 +43,22 @@ def run_page(
 def event_page(name: str | None, cursor: str | None, limit: int) -> tuple[str, Params]:
     params: Params = {"name": name, "upper": records.IdRange.page(cursor).upper, "limit": limit}
     return ("list_events" if name is None else "list_events_by_name"), params
+
+
+def task_page(
+    owner: str | None, status: records.TaskStatus | None, cursor: str | None, limit: int
+) -> tuple[str, Params]:
+    """The query serving this filter combination of ``list_tasks`` (each reads one index)."""
+    params: Params = {
+        "owner": owner,
+        "status": None if status is None else status.value,
+        "upper": records.IdRange.page(cursor).upper,
+        "limit": limit,
+    }
+    if owner is not None and status is not None:
+        return "list_tasks_by_owner_status", params
+    if owner is not None:
+        return "list_tasks_by_owner", params
+    if status is not None:
+        return "list_tasks_by_status", params
+    return "list_tasks", params

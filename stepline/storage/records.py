@@ -94,6 +94,8 @@ class RunRecord:
     """Number of recorded steps; the next recorded step gets ``seq = step_count``."""
     correlation_id: str | None = None
     """For a run started by ``invoke``: ``<parent run id>.<hashed step id>``."""
+    task_id: str | None = None
+    """The tracked task this run drives (its main run, or its ``on_failure`` handler's run)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -193,6 +195,61 @@ class CronRecord:
     schedule: str
     """The cron expression, possibly with a ``TZ=`` prefix."""
     next_fire_at: int
+
+
+class TaskStatus(enum.StrEnum):
+    """What an end user waits on; follows the task's run (see ``engine.tasks``)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (TaskStatus.COMPLETE, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+@dataclasses.dataclass(slots=True)
+class TaskRecord:
+    id: str
+    kind: str
+    """What the task does, for the client (``tailor_resume``)."""
+    owner: str
+    """Who may see it (the app's user id)."""
+    status: TaskStatus
+    event_id: str
+    """``internal_id`` of the event the task sent."""
+    created_at: int
+    updated_at: int
+    pending_deadline: int
+    """When the sweeper fails the task if it is still pending."""
+    pending_timeout_ms: int
+    run_id: str | None = None
+    """The run the task follows (None if its event triggered no function)."""
+    progress: float | None = None
+    """0.0 to 1.0, reported by the function; only ever moves forward within a run."""
+    message: str | None = None
+    result: JSON = None
+    error: dict[str, JSON] | None = None
+    """``{"name", "message"}``; ``message`` is the reason a UI shows."""
+    started_at: int | None = None
+    ended_at: int | None = None
+    quota_feature: str | None = None
+    refund_on_failure: bool = False
+    version: int = 1
+    """Incremented by every change: what stream readers compare."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QuotaRequest:
+    """Consume one use of ``feature`` for ``owner``, at most ``limit`` uses per ``window_ms``."""
+
+    feature: str
+    owner: str
+    limit: int
+    window_ms: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

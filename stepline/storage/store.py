@@ -122,6 +122,37 @@ class Transaction(Protocol):
         """Compare-and-set ``next_fire_at``; True for the one caller that moved it."""
         ...
 
+    # tasks
+    async def insert_task(self, task: records.TaskRecord) -> bool:
+        """Insert a task; False, and nothing written, if its id is taken (a retried enqueue)."""
+        ...
+
+    async def lock_task(self, task_id: str) -> records.TaskRecord | None:
+        """Read a task and hold it against concurrent change until the transaction ends."""
+        ...
+
+    async def update_task(self, task: records.TaskRecord) -> None:
+        """Write status, run_id, progress, message, result, error, times and deadline; bumps ``version``."""
+        ...
+
+    async def start_task(self, task_id: str, now: int) -> None:
+        """Move a pending task to running; no-op otherwise."""
+        ...
+
+    async def due_pending_tasks(self, now: int, limit: int) -> list[records.TaskRecord]:
+        """Pending tasks past their deadline, earliest first, locked; other servers skip them."""
+        ...
+
+    async def consume_quota(self, request: records.QuotaRequest, task_id: str, now: int) -> int | None:
+        """Take one use of ``request``'s quota for ``task_id``: None when taken, else the
+        milliseconds until a use frees up (nothing written). Concurrent callers for the same
+        feature and owner are serialised, so the limit holds under any concurrency."""
+        ...
+
+    async def refund_quota(self, task_id: str) -> None:
+        """Give back the quota uses ``task_id`` took."""
+        ...
+
 
 class Store(Protocol):
     """A database holding Stepline's state. Obtain one with ``storage.open_store(url)``."""
@@ -146,7 +177,8 @@ class Store(Protocol):
         ...
 
     async def mark_run_started(self, run_id: str, now: int) -> None:
-        """Move a queued run to running (its first call is starting); no-op otherwise."""
+        """Move a queued run to running (its first call is starting), and the pending task it
+        drives, if any, with it; no-op otherwise."""
         ...
 
     async def next_available_at(self) -> int | None:
@@ -197,6 +229,28 @@ class Store(Protocol):
 
     async def events_by_public_id(self, public_id: str, limit: int = 20) -> list[records.EventRecord]:
         """Events whose public ``id`` is ``public_id``, newest first (an id sent again is stored again)."""
+        ...
+
+    async def get_task(self, task_id: str) -> records.TaskRecord | None: ...
+
+    async def list_tasks(
+        self,
+        *,
+        owner: str | None = None,
+        status: records.TaskStatus | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> list[records.TaskRecord]:
+        """One page of tasks, newest first; ``cursor`` is the last id of the previous page."""
+        ...
+
+    async def set_task_progress(self, task_id: str, progress: float, message: str | None, now: int) -> bool:
+        """Record progress of a pending or running task; False if the task has ended or already
+        reported more progress (progress only moves forward)."""
+        ...
+
+    async def next_pending_deadline(self) -> int | None:
+        """The earliest deadline of a pending task, or None."""
         ...
 
     async def list_apps(self) -> list[records.AppRecord]: ...

@@ -317,6 +317,8 @@ JSON_COLUMNS = {
     ("queue", "payload"),
     ("pauses", "event"),
     ("functions", "config"),
+    ("tasks", "result"),
+    ("tasks", "error"),
 }
 
 
@@ -354,8 +356,12 @@ def _sqlite_queries_exist() -> bool:
     return resources.files("stepline.storage.sqlite").joinpath("queries.sql").is_file()
 
 
-PARAMETER_DIFFERENCES = {"extend_lease": ({"id", "claims", "lease_until"}, {"ids", "claims", "lease_until"})}
-"""SQLite extends one lease per statement; PostgreSQL extends a batch through arrays."""
+PARAMETER_DIFFERENCES = {
+    "extend_lease": ({"id", "claims", "lease_until"}, {"ids", "claims", "lease_until"}),
+    "lock_quota": (set(), {"feature", "owner"}),
+}
+"""SQLite extends one lease per statement; PostgreSQL extends a batch through arrays. SQLite's
+single writer already serialises quota checks; PostgreSQL takes a lock per feature and owner."""
 
 
 def test_both_backends_define_the_same_queries_with_the_same_parameters() -> None:

@@ -8,11 +8,11 @@ VALUES (%(internal_id)s, %(id)s, %(name)s, %(data)s, %(user_data)s, %(v)s, %(ts)
 -- name: insert_run
 INSERT INTO runs (
     id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
-    pending, disable_immediate, request_version, step_count, correlation_id
+    pending, disable_immediate, request_version, step_count, correlation_id, task_id
 ) VALUES (
     %(id)s, %(function_id)s, %(event_id)s, %(events)s, %(status)s, %(created_at)s, %(started_at)s,
     %(ended_at)s, %(output)s, %(error)s, %(pending)s, %(disable_immediate)s, %(request_version)s,
-    %(step_count)s, %(correlation_id)s
+    %(step_count)s, %(correlation_id)s, %(task_id)s
 );
 
 -- name: insert_idempotency_key
@@ -46,18 +46,27 @@ ON CONFLICT DO NOTHING
 RETURNING seq;
 
 -- name: mark_run_started
-UPDATE runs SET status = 'running', started_at = %(now)s
-WHERE id = %(id)s AND status = 'queued';
+-- One statement: the run starts and, if it drives a pending task, the task with it.
+WITH started AS (
+    UPDATE runs SET status = 'running', started_at = %(now)s
+    WHERE id = %(id)s AND status = 'queued'
+    RETURNING task_id
+)
+UPDATE tasks
+SET status = 'running', started_at = coalesce(tasks.started_at, %(now)s), updated_at = %(now)s,
+    version = tasks.version + 1
+FROM started
+WHERE tasks.id = started.task_id AND tasks.status = 'pending';
 
 -- name: select_run
 SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
-       pending, disable_immediate, request_version, step_count, correlation_id
+       pending, disable_immediate, request_version, step_count, correlation_id, task_id
 FROM runs
 WHERE id = %(id)s;
 
 -- name: select_run_for_update
 SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
-       pending, disable_immediate, request_version, step_count, correlation_id
+       pending, disable_immediate, request_version, step_count, correlation_id, task_id
 FROM runs
 WHERE id = %(id)s
 FOR UPDATE;
@@ -239,7 +248,7 @@ WHERE internal_id = %(internal_id)s;
 
 -- name: runs_for_event
 SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
-       pending, disable_immediate, request_version, step_count, correlation_id
+       pending, disable_immediate, request_version, step_count, correlation_id, task_id
 FROM runs
 WHERE event_id = %(event_id)s
 ORDER BY id;
@@ -289,7 +298,7 @@ WHERE app_id = %(app_id)s AND NOT (id = ANY(%(function_ids)s::text[]));
 -- the function has no recent runs. The store runs them unprepared, so that each is planned
 -- for its values. (No placeholders in these comments: psycopg would bind them.)
 SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
-       pending, disable_immediate, request_version, step_count, correlation_id
+       pending, disable_immediate, request_version, step_count, correlation_id, task_id
 FROM runs
 WHERE id < %(upper)s AND id >= %(lower)s
 ORDER BY id DESC
@@ -297,7 +306,7 @@ LIMIT %(limit)s;
 
 -- name: list_runs_by_function
 SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
-       pending, disable_immediate, request_version, step_count, correlation_id
+       pending, disable_immediate, request_version, step_count, correlation_id, task_id
 FROM runs
 WHERE (function_id, id) < (%(function_id)s::text, %(upper)s::text)
   AND (function_id, id) >= (%(function_id)s::text, %(lower)s::text)
@@ -306,7 +315,7 @@ LIMIT %(limit)s;
 
 -- name: list_runs_by_status
 SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
-       pending, disable_immediate, request_version, step_count, correlation_id
+       pending, disable_immediate, request_version, step_count, correlation_id, task_id
 FROM runs
 WHERE (status, id) < (%(status)s::text, %(upper)s::text)
   AND (status, id) >= (%(status)s::text, %(lower)s::text)
@@ -315,7 +324,7 @@ LIMIT %(limit)s;
 
 -- name: list_runs_by_function_status
 SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
-       pending, disable_immediate, request_version, step_count, correlation_id
+       pending, disable_immediate, request_version, step_count, correlation_id, task_id
 FROM runs
 WHERE (function_id, status, id) < (%(function_id)s::text, %(status)s::text, %(upper)s::text)
   AND (function_id, status, id) >= (%(function_id)s::text, %(status)s::text, %(lower)s::text)
@@ -325,7 +334,7 @@ LIMIT %(limit)s;
 -- name: list_runs_by_event
 -- An event starts a handful of runs: found through runs_by_event, the other filters checked on them.
 SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
-       pending, disable_immediate, request_version, step_count, correlation_id
+       pending, disable_immediate, request_version, step_count, correlation_id, task_id
 FROM runs
 WHERE event_id = %(event_id)s
   AND (%(function_id)s::text IS NULL OR function_id = %(function_id)s)
@@ -357,3 +366,116 @@ FROM events
 WHERE id = %(id)s
 ORDER BY internal_id DESC
 LIMIT %(limit)s;
+
+-- tasks
+
+-- name: insert_task
+-- An id already taken (a client retrying its enqueue) inserts nothing.
+INSERT INTO tasks (
+    id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
+    started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
+) VALUES (
+    %(id)s, %(kind)s, %(owner)s, %(status)s, %(event_id)s, %(run_id)s, %(progress)s, %(message)s, %(result)s, %(error)s, %(created_at)s,
+    %(updated_at)s, %(started_at)s, %(ended_at)s, %(pending_deadline)s, %(pending_timeout_ms)s, %(quota_feature)s,
+    %(refund_on_failure)s, %(version)s
+)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: select_task
+SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
+       started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
+FROM tasks
+WHERE id = %(id)s;
+
+-- name: select_task_for_update
+SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
+       started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
+FROM tasks
+WHERE id = %(id)s
+FOR UPDATE;
+
+-- name: update_task
+UPDATE tasks
+SET status = %(status)s,
+    run_id = %(run_id)s,
+    progress = %(progress)s,
+    message = %(message)s,
+    result = %(result)s,
+    error = %(error)s,
+    updated_at = %(updated_at)s,
+    started_at = %(started_at)s,
+    ended_at = %(ended_at)s,
+    pending_deadline = %(pending_deadline)s,
+    version = version + 1
+WHERE id = %(id)s;
+
+-- name: start_task
+UPDATE tasks
+SET status = 'running', started_at = coalesce(started_at, %(now)s), updated_at = %(now)s, version = version + 1
+WHERE id = %(id)s AND status = 'pending';
+
+-- name: task_progress
+-- Progress only moves forward, so a function replayed from the top cannot move it back.
+UPDATE tasks
+SET progress = %(progress)s, message = %(message)s, updated_at = %(now)s, version = version + 1
+WHERE id = %(id)s AND status IN ('pending', 'running') AND (progress IS NULL OR progress <= %(progress)s);
+
+-- name: due_pending_tasks
+SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
+       started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
+FROM tasks
+WHERE status = 'pending' AND pending_deadline <= %(now)s
+ORDER BY pending_deadline
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: next_pending_deadline
+SELECT min(pending_deadline) AS deadline FROM tasks WHERE status = 'pending';
+
+-- name: list_tasks
+SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
+       started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
+FROM tasks
+WHERE id < %(upper)s
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: list_tasks_by_owner
+SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
+       started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
+FROM tasks
+WHERE owner = %(owner)s AND id < %(upper)s
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: list_tasks_by_owner_status
+SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
+       started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
+FROM tasks
+WHERE owner = %(owner)s AND status = %(status)s AND id < %(upper)s
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: list_tasks_by_status
+SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
+       started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
+FROM tasks
+WHERE status = %(status)s AND id < %(upper)s
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: lock_quota
+-- Serialises quota checks of one (feature, owner) across transactions and servers until commit,
+-- so concurrent enqueues can never both take the last use.
+SELECT pg_advisory_xact_lock(hashtextextended(%(feature)s || chr(31) || %(owner)s, 7427));
+
+-- name: count_quota_uses
+SELECT count(*) AS count, min(used_at) AS oldest
+FROM quota_uses
+WHERE feature = %(feature)s AND owner = %(owner)s AND used_at > %(since)s;
+
+-- name: insert_quota_use
+INSERT INTO quota_uses (feature, owner, task_id, used_at) VALUES (%(feature)s, %(owner)s, %(task_id)s, %(used_at)s);
+
+-- name: delete_quota_uses
+DELETE FROM quota_uses WHERE task_id = %(task_id)s;

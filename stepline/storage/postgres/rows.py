@@ -81,6 +81,7 @@ def run_params(run: records.RunRecord) -> Params:
         "request_version": run.request_version,
         "step_count": run.step_count,
         "correlation_id": run.correlation_id,
+        "task_id": run.task_id,
     }
 
 
@@ -101,6 +102,7 @@ def run_record(row: Row) -> records.RunRecord:
         request_version=row["request_version"],
         step_count=row["step_count"],
         correlation_id=row["correlation_id"],
+        task_id=row["task_id"],
     )
 
 
@@ -233,4 +235,52 @@ def app_record(row: Row) -> records.AppRecord:
 def function_record(row: Row) -> records.FunctionRecord:
     return records.FunctionRecord(
         row["id"], row["app_id"], row["name"], row["config"], row["updated_at"], row["version"]
+    )
+
+
+def task_params(task: records.TaskRecord) -> Params:
+    return {
+        "id": task.id,
+        "kind": task.kind,
+        "owner": task.owner,
+        "status": task.status.value,
+        "event_id": task.event_id,
+        "run_id": task.run_id,
+        "progress": task.progress,
+        "message": task.message,
+        "result": _nullable_json(task.result),
+        "error": _nullable_json(task.error),
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+        "started_at": task.started_at,
+        "ended_at": task.ended_at,
+        "pending_deadline": task.pending_deadline,
+        "pending_timeout_ms": task.pending_timeout_ms,
+        "quota_feature": task.quota_feature,
+        "refund_on_failure": task.refund_on_failure,
+        "version": task.version,
+    }
+
+
+def task_record(row: Row) -> records.TaskRecord:
+    return records.TaskRecord(
+        id=row["id"],
+        kind=row["kind"],
+        owner=row["owner"],
+        status=records.TaskStatus(row["status"]),
+        event_id=row["event_id"],
+        run_id=row["run_id"],
+        progress=row["progress"],
+        message=row["message"],
+        result=row["result"],
+        error=row["error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        pending_deadline=row["pending_deadline"],
+        pending_timeout_ms=row["pending_timeout_ms"],
+        quota_feature=row["quota_feature"],
+        refund_on_failure=row["refund_on_failure"],
+        version=row["version"],
     )

@@ -113,7 +113,9 @@ def _translated(what: str, where: str) -> Iterator[None]:
 class PostgresTransaction:
     """The ``Transaction`` verbs on one pooled connection inside ``BEGIN ... COMMIT``."""
 
-    def __init__(self, conn: Connection, sql: dict[str, LiteralString], where: str) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any], sql: dict[str, LiteralString], where: str) -> None:
+        # Any connection will do, whatever its row factory: cursors here ask for dict rows
+        # themselves (``tasks.enqueue_in`` runs these verbs on the application's own connection).
         self._conn = conn
         self._sql = sql
         self._where = where
@@ -122,7 +124,7 @@ class PostgresTransaction:
 
     async def _execute(self, name: str, params: rows.Params) -> psycopg.AsyncCursor[DictRow]:
         with _translated(name, self._where):
-            return await self._conn.execute(self._sql[name], params)
+            return await self._conn.cursor(row_factory=dict_row).execute(self._sql[name], params)
 
     async def _fetchone(self, name: str, params: rows.Params) -> rows.Row | None:
         cursor = await self._execute(name, params)
@@ -286,6 +288,40 @@ class PostgresTransaction:
         params = {"function_id": function_id, "expected_next": expected_next, "new_next": new_next}
         cursor = await self._execute("advance_cron", params)
         return cursor.rowcount == 1
+
+    # tasks
+
+    async def insert_task(self, task: records.TaskRecord) -> bool:
+        return (await self._execute("insert_task", rows.task_params(task))).rowcount == 1
+
+    async def lock_task(self, task_id: str) -> records.TaskRecord | None:
+        row = await self._fetchone("select_task_for_update", {"id": task_id})
+        return None if row is None else rows.task_record(row)
+
+    async def update_task(self, task: records.TaskRecord) -> None:
+        await self._execute("update_task", rows.task_params(task))
+
+    async def start_task(self, task_id: str, now: int) -> None:
+        await self._execute("start_task", {"id": task_id, "now": now})
+
+    async def due_pending_tasks(self, now: int, limit: int) -> list[records.TaskRecord]:
+        return [
+            rows.task_record(row) for row in await self._fetchall("due_pending_tasks", {"now": now, "limit": limit})
+        ]
+
+    async def consume_quota(self, request: records.QuotaRequest, task_id: str, now: int) -> int | None:
+        params = {"feature": request.feature, "owner": request.owner, "since": now - request.window_ms}
+        await self._execute("lock_quota", params)
+        row = await self._fetchone("count_quota_uses", params)
+        used, oldest = (0, None) if row is None else (int(row["count"]), row["oldest"])
+        if used >= request.limit:
+            return max(1, int(oldest) + request.window_ms - now) if oldest is not None else request.window_ms
+        use = {"feature": request.feature, "owner": request.owner, "task_id": task_id, "used_at": now}
+        await self._execute("insert_quota_use", use)
+        return None
+
+    async def refund_quota(self, task_id: str) -> None:
+        await self._execute("delete_quota_uses", {"task_id": task_id})
 
 
 class _Freshness:
@@ -454,6 +490,34 @@ class PostgresStore:
         with _translated("mark_run_started", self._where):
             async with self._connection() as conn:
                 await conn.execute(self._sql["mark_run_started"], {"id": run_id, "now": now})
+
+    async def get_task(self, task_id: str) -> records.TaskRecord | None:
+        row = await self._fetchone("select_task", {"id": task_id})
+        return None if row is None else rows.task_record(row)
+
+    async def list_tasks(
+        self,
+        *,
+        owner: str | None = None,
+        status: records.TaskStatus | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> list[records.TaskRecord]:
+        if limit <= 0:
+            return []
+        name, params = pages.task_page(owner, status, cursor, limit)
+        return [rows.task_record(row) for row in await self._fetchall_unprepared(name, params)]
+
+    async def set_task_progress(self, task_id: str, progress: float, message: str | None, now: int) -> bool:
+        params = {"id": task_id, "progress": progress, "message": message, "now": now}
+        with _translated("task_progress", self._where):
+            async with self._connection() as conn:
+                cursor = await conn.execute(self._sql["task_progress"], params)
+                return cursor.rowcount == 1
+
+    async def next_pending_deadline(self) -> int | None:
+        row = await self._fetchone("next_pending_deadline", {})
+        return None if row is None else cast("int | None", row["deadline"])
 
     async def list_apps(self) -> list[records.AppRecord]:
         return [rows.app_record(row) for row in await self._fetchall("select_apps", {})]

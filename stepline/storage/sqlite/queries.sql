@@ -13,23 +13,23 @@ WHERE internal_id = :internal_id;
 -- name: insert_run
 INSERT INTO runs (
     id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
-    pending, disable_immediate, request_version, step_count, correlation_id
+    pending, disable_immediate, request_version, step_count, correlation_id, task_id
 )
 VALUES (
     :id, :function_id, :event_id, :events, :status, :created_at, :started_at, :ended_at, :output, :error,
-    :pending, :disable_immediate, :request_version, :step_count, :correlation_id
+    :pending, :disable_immediate, :request_version, :step_count, :correlation_id, :task_id
 );
 
 -- name: select_run
 SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
-       pending, disable_immediate, request_version, step_count, correlation_id
+       pending, disable_immediate, request_version, step_count, correlation_id, task_id
 FROM runs
 WHERE id = :id;
 
 -- name: select_run_for_update
 -- The writer lock (BEGIN IMMEDIATE) already serialises writers: a plain read holds the run.
 SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
-       pending, disable_immediate, request_version, step_count, correlation_id
+       pending, disable_immediate, request_version, step_count, correlation_id, task_id
 FROM runs
 WHERE id = :id;
 
@@ -48,7 +48,7 @@ WHERE id = :id;
 
 -- name: runs_for_event
 SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
-       pending, disable_immediate, request_version, step_count, correlation_id
+       pending, disable_immediate, request_version, step_count, correlation_id, task_id
 FROM runs
 WHERE event_id = :event_id
 ORDER BY id;
@@ -78,7 +78,8 @@ RETURNING seq;
 
 -- name: mark_run_started
 UPDATE runs SET status = 'running', started_at = :now
-WHERE id = :id AND status = 'queued';
+WHERE id = :id AND status = 'queued'
+RETURNING task_id;
 
 -- name: insert_step
 INSERT INTO steps (run_id, step_id, name, kind, result, seq, attempts, started_at, ended_at)
@@ -260,7 +261,7 @@ WHERE app_id = :app_id AND id NOT IN (SELECT value FROM json_each(:function_ids)
 -- SQLite could prefer walking the primary key and filtering, which reads the whole table
 -- when the filter matches no recent run).
 SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
-       pending, disable_immediate, request_version, step_count, correlation_id
+       pending, disable_immediate, request_version, step_count, correlation_id, task_id
 FROM runs
 WHERE id < :upper AND id >= :lower
 ORDER BY id DESC
@@ -268,7 +269,7 @@ LIMIT :limit;
 
 -- name: list_runs_by_function
 SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
-       pending, disable_immediate, request_version, step_count, correlation_id
+       pending, disable_immediate, request_version, step_count, correlation_id, task_id
 FROM runs INDEXED BY runs_by_function
 WHERE function_id = :function_id AND id < :upper AND id >= :lower
 ORDER BY id DESC
@@ -276,7 +277,7 @@ LIMIT :limit;
 
 -- name: list_runs_by_status
 SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
-       pending, disable_immediate, request_version, step_count, correlation_id
+       pending, disable_immediate, request_version, step_count, correlation_id, task_id
 FROM runs INDEXED BY runs_by_status
 WHERE status = :status AND id < :upper AND id >= :lower
 ORDER BY id DESC
@@ -284,7 +285,7 @@ LIMIT :limit;
 
 -- name: list_runs_by_function_status
 SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
-       pending, disable_immediate, request_version, step_count, correlation_id
+       pending, disable_immediate, request_version, step_count, correlation_id, task_id
 FROM runs INDEXED BY runs_by_function_status
 WHERE function_id = :function_id AND status = :status AND id < :upper AND id >= :lower
 ORDER BY id DESC
@@ -293,7 +294,7 @@ LIMIT :limit;
 -- name: list_runs_by_event
 -- An event starts a handful of runs: found through runs_by_event, the other filters checked on them.
 SELECT id, function_id, event_id, events, status, created_at, started_at, ended_at, output, error,
-       pending, disable_immediate, request_version, step_count, correlation_id
+       pending, disable_immediate, request_version, step_count, correlation_id, task_id
 FROM runs INDEXED BY runs_by_event
 WHERE event_id = :event_id
   AND (:function_id IS NULL OR function_id = :function_id)
@@ -323,3 +324,114 @@ FROM events INDEXED BY events_by_public_id
 WHERE id = :id
 ORDER BY internal_id DESC
 LIMIT :limit;
+
+-- tasks
+
+-- name: insert_task
+-- An id already taken (a client retrying its enqueue) inserts nothing.
+INSERT INTO tasks (
+    id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
+    started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
+) VALUES (
+    :id, :kind, :owner, :status, :event_id, :run_id, :progress, :message, :result, :error, :created_at,
+    :updated_at, :started_at, :ended_at, :pending_deadline, :pending_timeout_ms, :quota_feature,
+    :refund_on_failure, :version
+)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: select_task
+SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
+       started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
+FROM tasks
+WHERE id = :id;
+
+-- name: select_task_for_update
+-- SQLite's write transaction already excludes every other writer.
+SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
+       started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
+FROM tasks
+WHERE id = :id;
+
+-- name: update_task
+UPDATE tasks
+SET status = :status,
+    run_id = :run_id,
+    progress = :progress,
+    message = :message,
+    result = :result,
+    error = :error,
+    updated_at = :updated_at,
+    started_at = :started_at,
+    ended_at = :ended_at,
+    pending_deadline = :pending_deadline,
+    version = version + 1
+WHERE id = :id;
+
+-- name: start_task
+UPDATE tasks
+SET status = 'running', started_at = coalesce(started_at, :now), updated_at = :now, version = version + 1
+WHERE id = :id AND status = 'pending';
+
+-- name: task_progress
+-- Progress only moves forward, so a function replayed from the top cannot move it back.
+UPDATE tasks
+SET progress = :progress, message = :message, updated_at = :now, version = version + 1
+WHERE id = :id AND status IN ('pending', 'running') AND (progress IS NULL OR progress <= :progress);
+
+-- name: due_pending_tasks
+SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
+       started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
+FROM tasks
+WHERE status = 'pending' AND pending_deadline <= :now
+ORDER BY pending_deadline
+LIMIT :limit;
+
+-- name: next_pending_deadline
+SELECT min(pending_deadline) FROM tasks WHERE status = 'pending';
+
+-- name: list_tasks
+SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
+       started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
+FROM tasks
+WHERE id < :upper
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_tasks_by_owner
+SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
+       started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
+FROM tasks
+WHERE owner = :owner AND id < :upper
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_tasks_by_owner_status
+SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
+       started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
+FROM tasks
+WHERE owner = :owner AND status = :status AND id < :upper
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_tasks_by_status
+SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
+       started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
+FROM tasks
+WHERE status = :status AND id < :upper
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: lock_quota
+-- SQLite runs one write transaction at a time: counting and inserting are already exclusive.
+SELECT 1;
+
+-- name: count_quota_uses
+SELECT count(*), min(used_at)
+FROM quota_uses
+WHERE feature = :feature AND owner = :owner AND used_at > :since;
+
+-- name: insert_quota_use
+INSERT INTO quota_uses (feature, owner, task_id, used_at) VALUES (:feature, :owner, :task_id, :used_at);
+
+-- name: delete_quota_uses
+DELETE FROM quota_uses WHERE task_id = :task_id;

@@ -85,6 +85,7 @@ def run_params(run: records.RunRecord) -> Params:
         "request_version": run.request_version,
         "step_count": run.step_count,
         "correlation_id": run.correlation_id,
+        "task_id": run.task_id,
     }
 
 
@@ -105,6 +106,7 @@ def run_record(row: Row) -> records.RunRecord:
         request_version,
         step_count,
         correlation_id,
+        task_id,
     ) = row
     return records.RunRecord(
         id=id_,
@@ -122,6 +124,7 @@ def run_record(row: Row) -> records.RunRecord:
         request_version=request_version,
         step_count=step_count,
         correlation_id=correlation_id,
+        task_id=task_id,
     )
 
 
@@ -274,3 +277,75 @@ def app_record(row: Row) -> records.AppRecord:
 def function_record(row: Row) -> records.FunctionRecord:
     id_, app_id, name, config, updated_at, version = row
     return records.FunctionRecord(id_, app_id, name, json.loads(config), updated_at, version)
+
+
+# tasks
+
+
+def task_params(task: records.TaskRecord) -> Params:
+    return {
+        "id": task.id,
+        "kind": task.kind,
+        "owner": task.owner,
+        "status": task.status.value,
+        "event_id": task.event_id,
+        "run_id": task.run_id,
+        "progress": task.progress,
+        "message": task.message,
+        "result": encode_optional(task.result),
+        "error": encode_optional(task.error),
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+        "started_at": task.started_at,
+        "ended_at": task.ended_at,
+        "pending_deadline": task.pending_deadline,
+        "pending_timeout_ms": task.pending_timeout_ms,
+        "quota_feature": task.quota_feature,
+        "refund_on_failure": int(task.refund_on_failure),
+        "version": task.version,
+    }
+
+
+def task_record(row: Row) -> records.TaskRecord:
+    (
+        id_,
+        kind,
+        owner,
+        status,
+        event_id,
+        run_id,
+        progress,
+        message,
+        result,
+        error,
+        created_at,
+        updated_at,
+        started_at,
+        ended_at,
+        pending_deadline,
+        pending_timeout_ms,
+        quota_feature,
+        refund_on_failure,
+        version,
+    ) = row
+    return records.TaskRecord(
+        id=id_,
+        kind=kind,
+        owner=owner,
+        status=records.TaskStatus(status),
+        event_id=event_id,
+        run_id=run_id,
+        progress=progress,
+        message=message,
+        result=decode_optional(result),
+        error=decode_optional(error),
+        created_at=created_at,
+        updated_at=updated_at,
+        started_at=started_at,
+        ended_at=ended_at,
+        pending_deadline=pending_deadline,
+        pending_timeout_ms=pending_timeout_ms,
+        quota_feature=quota_feature,
+        refund_on_failure=bool(refund_on_failure),
+        version=version,
+    )

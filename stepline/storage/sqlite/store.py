@@ -230,6 +230,40 @@ class SQLiteTransaction:
         params = {"function_id": function_id, "expected_next": expected_next, "new_next": new_next}
         return self._live().count("advance_cron", params) == 1
 
+    # tasks
+    async def insert_task(self, task: records.TaskRecord) -> bool:
+        return self._live().count("insert_task", rows.task_params(task)) == 1
+
+    async def lock_task(self, task_id: str) -> records.TaskRecord | None:
+        row = self._live().one("select_task_for_update", {"id": task_id})
+        return None if row is None else rows.task_record(row)
+
+    async def update_task(self, task: records.TaskRecord) -> None:
+        self._live().execute("update_task", rows.task_params(task))
+
+    async def start_task(self, task_id: str, now: int) -> None:
+        self._live().execute("start_task", {"id": task_id, "now": now})
+
+    async def due_pending_tasks(self, now: int, limit: int) -> list[records.TaskRecord]:
+        return [rows.task_record(row) for row in self._live().all("due_pending_tasks", {"now": now, "limit": limit})]
+
+    async def consume_quota(self, request: records.QuotaRequest, task_id: str, now: int) -> int | None:
+        db = self._live()
+        params = {"feature": request.feature, "owner": request.owner, "since": now - request.window_ms}
+        db.execute("lock_quota", params)
+        row = db.one("count_quota_uses", params)
+        used, oldest = (0, None) if row is None else (int(row[0]), row[1])
+        if used >= request.limit:
+            return max(1, int(oldest) + request.window_ms - now) if oldest is not None else request.window_ms
+        db.execute(
+            "insert_quota_use",
+            {"feature": request.feature, "owner": request.owner, "task_id": task_id, "used_at": now},
+        )
+        return None
+
+    async def refund_quota(self, task_id: str) -> None:
+        self._live().execute("delete_quota_uses", {"task_id": task_id})
+
 
 class SQLiteStore:
     """A ``Store`` on one SQLite file. Obtain it with ``storage.open_store("sqlite:///...")``."""
@@ -339,7 +373,35 @@ class SQLiteStore:
 
     async def mark_run_started(self, run_id: str, now: int) -> None:
         async with self._write() as db:
-            db.execute("mark_run_started", {"id": run_id, "now": now})
+            row = db.one("mark_run_started", {"id": run_id, "now": now})
+            if row is not None and row[0] is not None:
+                db.execute("start_task", {"id": row[0], "now": now})
+
+    async def get_task(self, task_id: str) -> records.TaskRecord | None:
+        row = self._reader.one("select_task", {"id": task_id})
+        return None if row is None else rows.task_record(row)
+
+    async def list_tasks(
+        self,
+        *,
+        owner: str | None = None,
+        status: records.TaskStatus | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> list[records.TaskRecord]:
+        if limit <= 0:
+            return []
+        name, params = pages.task_page(owner, status, cursor, limit)
+        return [rows.task_record(row) for row in self._reader.all(name, params)]
+
+    async def set_task_progress(self, task_id: str, progress: float, message: str | None, now: int) -> bool:
+        params = {"id": task_id, "progress": progress, "message": message, "now": now}
+        async with self._write() as db:
+            return db.count("task_progress", params) == 1
+
+    async def next_pending_deadline(self) -> int | None:
+        row = self._reader.one("next_pending_deadline")
+        return None if row is None or row[0] is None else int(row[0])
 
     async def list_apps(self) -> list[records.AppRecord]:
         return [rows.app_record(row) for row in self._reader.all("select_apps")]

@@ -1,0 +1,250 @@
+"""Tracked tasks: what an end user waits on, following the run its event starts.
+
+``enqueue`` writes, inside the caller's transaction, the quota use, the event, the runs it
+triggers and the task row, so a task never exists without its event or the reverse. From then
+on the task follows its run without user code:
+
+- ``pending`` until the run's first call starts (``running``);
+- ``complete`` with the run's output when it completes;
+- ``cancelled`` when the run is cancelled;
+- ``failed`` once the run failed for good *and* its ``on_failure`` handler (if the function has
+  one) ended; the handler may return a string, which becomes the reason a UI shows.
+
+A task still pending at its deadline is failed by the sweeper (``engine.sweeper``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any
+
+from stepline import errors
+from stepline.engine import transitions
+from stepline.protocol import jsonvalue
+from stepline.storage import records, store
+
+if TYPE_CHECKING:  # ingest imports this module (through transitions)
+    from stepline.engine import ingest as ingest_
+
+DEFAULT_PENDING_TIMEOUT_MS = 10 * 60_000
+MAX_PENDING_TIMEOUT_MS = 30 * 86_400_000
+MAX_KIND_LENGTH = 200
+MAX_OWNER_LENGTH = 500
+MAX_MESSAGE_LENGTH = 2_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskRequest:
+    """What ``enqueue`` needs; validated by ``TaskRequest.build``."""
+
+    kind: str
+    owner: str
+    event: dict[str, Any]
+    """The event to send, in wire form."""
+    quota: records.QuotaRequest | None = None
+    refund_on_failure: bool = False
+    pending_timeout_ms: int = DEFAULT_PENDING_TIMEOUT_MS
+    task_id: str | None = None
+    """Chosen by the client so that a retried enqueue finds the task it already created."""
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        kind: object,
+        owner: object,
+        event: dict[str, Any],
+        quota: records.QuotaRequest | None = None,
+        refund_on_failure: bool = False,
+        pending_timeout_ms: int | None = None,
+        task_id: str | None = None,
+    ) -> TaskRequest:
+        if not isinstance(kind, str) or not kind.strip() or len(kind) > MAX_KIND_LENGTH:
+            raise errors.ConfigurationError(f"a task needs a 'kind': a non-empty string of at most {MAX_KIND_LENGTH}")
+        if not isinstance(owner, str) or not owner or len(owner) > MAX_OWNER_LENGTH:
+            raise errors.ConfigurationError(
+                f"a task needs an 'owner': a non-empty string of at most {MAX_OWNER_LENGTH} (the user's id)"
+            )
+        timeout = DEFAULT_PENDING_TIMEOUT_MS if pending_timeout_ms is None else pending_timeout_ms
+        if not 1_000 <= timeout <= MAX_PENDING_TIMEOUT_MS:
+            raise errors.ConfigurationError("'pending_timeout' must be from 1 second to 30 days")
+        if task_id is not None and (not task_id or len(task_id) > 64 or not task_id.isascii()):
+            raise errors.ConfigurationError("a task 'id' must be a non-empty ASCII string of at most 64 characters")
+        return cls(kind, owner, event, quota, refund_on_failure, timeout, task_id)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Enqueued:
+    task: records.TaskRecord
+    created: bool
+    """False when the task id already existed (a retried enqueue): nothing new was written."""
+
+
+async def enqueue(tx: store.Transaction, ingestor: ingest_.Ingestor, request: TaskRequest, now: int) -> Enqueued:
+    """Create the task, its quota use, its event and the runs the event triggers.
+
+    Raises ``QuotaExceeded`` (before anything is written; the caller's transaction then holds
+    nothing of this task) when the owner has used up the quota.
+    """
+    task_id = request.task_id or transitions.new_id()
+    existing = await tx.lock_task(task_id)
+    if existing is not None:
+        if existing.owner != request.owner or existing.kind != request.kind:
+            raise errors.TaskConflictError(f"task id {task_id!r} is already used by another task")
+        return Enqueued(existing, created=False)
+    if request.quota is not None:
+        wait_ms = await tx.consume_quota(request.quota, task_id, now)
+        if wait_ms is not None:
+            raise quota_exceeded(request.quota, wait_ms)
+    event = dict(request.event)
+    event.setdefault("id", task_id)
+    result = await ingestor.ingest(tx, [event], now, task_id=task_id)
+    task = records.TaskRecord(
+        id=task_id,
+        kind=request.kind,
+        owner=request.owner,
+        status=records.TaskStatus.PENDING,
+        event_id=result.internal_ids[0],
+        run_id=result.run_ids[0] if result.run_ids else None,
+        created_at=now,
+        updated_at=now,
+        pending_deadline=now + request.pending_timeout_ms,
+        pending_timeout_ms=request.pending_timeout_ms,
+        quota_feature=None if request.quota is None else request.quota.feature,
+        refund_on_failure=request.refund_on_failure,
+    )
+    if not await tx.insert_task(task):
+        # Another transaction created this id between our lock and insert (a concurrent retry).
+        raise errors.TaskConflictError(f"task id {task_id!r} was created concurrently; retry to read it")
+    return Enqueued(task, created=True)
+
+
+def quota_exceeded(quota: records.QuotaRequest, wait_ms: int) -> errors.QuotaExceeded:
+    seconds = math.ceil(wait_ms / 1000)
+    return errors.QuotaExceeded(
+        f"quota exceeded: {quota.owner!r} used all {quota.limit} uses of {quota.feature!r}; try again in {seconds} s",
+        feature=quota.feature,
+        limit=quota.limit,
+        retry_after=seconds,
+    )
+
+
+def is_failure_handler(run: records.RunRecord) -> bool:
+    trigger = run.events[0] if run.events else {}
+    return trigger.get("name") == transitions.FAILED_EVENT
+
+
+async def run_ended(tx: store.Transaction, run: records.RunRecord, now: int) -> None:
+    """Move the task ``run`` drives after the run reached a terminal state."""
+    if run.task_id is None:
+        return
+    task = await tx.lock_task(run.task_id)
+    if task is None or task.status.is_terminal:
+        return
+    if is_failure_handler(run):
+        await _finish(tx, task, records.TaskStatus.FAILED, now, error=_handled_failure(task, run))
+        return
+    if task.run_id != run.id:
+        return  # an older run of a task that was rerun since
+    if run.status is records.RunStatus.COMPLETED:
+        await _finish(tx, task, records.TaskStatus.COMPLETE, now, result=run.output)
+    elif run.status is records.RunStatus.CANCELLED:
+        await _finish(tx, task, records.TaskStatus.CANCELLED, now, error=_reason(run.error, "the run was cancelled"))
+    else:
+        # Failed for good: the reason is known, but the task ends only after the function's
+        # on_failure handler ran (``failure_unhandled`` ends it at once when there is none).
+        task.error = _reason(run.error, "the run failed")
+        task.updated_at = now
+        await tx.update_task(task)
+
+
+async def failure_unhandled(tx: store.Transaction, task_id: str, now: int) -> None:
+    """The failed run's ``function.failed`` event started no handler: fail the task now."""
+    task = await tx.lock_task(task_id)
+    if task is None or task.status.is_terminal:
+        return
+    await _finish(tx, task, records.TaskStatus.FAILED, now, error=task.error or _reason(None, "the run failed"))
+
+
+async def reopen_for_rerun(
+    tx: store.Transaction, original: records.RunRecord, rerun: records.RunRecord, now: int
+) -> None:
+    """A rerun of a task's run drives the task again: back to pending, result and error cleared."""
+    if original.task_id is None or is_failure_handler(original):
+        return
+    task = await tx.lock_task(original.task_id)
+    if task is None or task.run_id != original.id:
+        return
+    rerun.task_id = task.id
+    task.status = records.TaskStatus.PENDING
+    task.run_id = rerun.id
+    task.progress = None
+    task.message = None
+    task.result = None
+    task.error = None
+    task.started_at = None
+    task.ended_at = None
+    task.updated_at = now
+    task.pending_deadline = now + task.pending_timeout_ms
+    await tx.update_task(task)
+
+
+async def cancel_unstarted(tx: store.Transaction, task: records.TaskRecord, now: int) -> None:
+    """Cancel a task whose run never existed or already ended."""
+    error = {"name": "Cancelled", "message": "the task was cancelled"}
+    await _finish(tx, task, records.TaskStatus.CANCELLED, now, error=error)
+
+
+async def fail_pending(tx: store.Transaction, task: records.TaskRecord, reason: str, now: int) -> None:
+    """The sweeper's verdict on a task still pending at its deadline."""
+    await _finish(tx, task, records.TaskStatus.FAILED, now, error={"name": "TaskPendingTimeout", "message": reason})
+
+
+def validate_progress(progress: object, message: object) -> tuple[float, str | None]:
+    if isinstance(progress, bool) or not isinstance(progress, int | float) or not 0.0 <= float(progress) <= 1.0:
+        raise errors.ConfigurationError(f"task progress must be a number from 0.0 to 1.0 (got {progress!r})")
+    if message is not None and not isinstance(message, str):
+        raise errors.ConfigurationError("a task progress message must be a string")
+    if message is not None:
+        jsonvalue.check_json(message, "the task progress message")
+        message = message[:MAX_MESSAGE_LENGTH]
+    return float(progress), message
+
+
+async def _finish(
+    tx: store.Transaction,
+    task: records.TaskRecord,
+    status: records.TaskStatus,
+    now: int,
+    *,
+    result: Any = None,
+    error: dict[str, Any] | None = None,
+) -> None:
+    task.status = status
+    task.result = result
+    task.error = error
+    task.ended_at = now
+    task.updated_at = now
+    task.started_at = task.started_at or now
+    if status is records.TaskStatus.COMPLETE:
+        task.progress = 1.0
+    await tx.update_task(task)
+    if status is records.TaskStatus.FAILED and task.refund_on_failure and task.quota_feature is not None:
+        await tx.refund_quota(task.id)
+
+
+def _reason(error: dict[str, Any] | None, default: str) -> dict[str, Any]:
+    error = error or {}
+    return {"name": str(error.get("name") or "Error"), "message": str(error.get("message") or default)}
+
+
+def _handled_failure(task: records.TaskRecord, handler: records.RunRecord) -> dict[str, Any]:
+    """The task's error once its failure handler ended: the handler's returned string, if any,
+    replaces the message (a reason written for users); otherwise the run's own error stands."""
+    trigger_data = (handler.events[0] if handler.events else {}).get("data") or {}
+    error = task.error or _reason(trigger_data.get("error"), "the run failed")
+    output = handler.output
+    if handler.status is records.RunStatus.COMPLETED and isinstance(output, str) and output.strip():
+        error = {**error, "message": output.strip()[:MAX_MESSAGE_LENGTH]}
+    return error
