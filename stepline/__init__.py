@@ -15,6 +15,7 @@ from stepline.errors import (
     FunctionNotFoundError,
     NonDeterminismError,
     NonRetriableError,
+    QuotaExceeded,
     RetryAfterError,
     RunNotFoundError,
     RunTimeoutError,
@@ -22,11 +23,14 @@ from stepline.errors import (
     StepError,
     SteplineError,
     StorageError,
+    TaskConflictError,
+    TaskNotFoundError,
 )
 from stepline.sdk.client import Stepline
 from stepline.sdk.context import Context, ContextSync
 from stepline.sdk.events import Event
 from stepline.sdk.function import Function
+from stepline.sdk.tasks import Quota, Task, TaskPage
 from stepline.sdk.triggers import on_cron, on_event
 
 if TYPE_CHECKING:
@@ -44,6 +48,8 @@ __all__ = [
     "FunctionNotFoundError",
     "NonDeterminismError",
     "NonRetriableError",
+    "Quota",
+    "QuotaExceeded",
     "RetryAfterError",
     "Run",
     "RunNotFoundError",
@@ -54,12 +60,16 @@ __all__ = [
     "Stepline",
     "SteplineError",
     "StorageError",
+    "Task",
+    "TaskConflictError",
+    "TaskNotFoundError",
+    "TaskPage",
     "on_cron",
     "on_event",
 ]
 
 _ENGINE_NAMES = frozenset({"Engine", "Run", "SendResult"})
-_ADAPTERS = frozenset({"fastapi", "flask", "django"})
+_LAZY_MODULES = frozenset({"fastapi", "flask", "django", "tasks", "testing"})
 
 
 def __getattr__(name: str) -> Any:
@@ -67,9 +77,9 @@ def __getattr__(name: str) -> Any:
         from stepline.engine import engine
 
         return getattr(engine, name)
-    if name in _ADAPTERS:
-        # ``stepline.fastapi.serve(...)`` works after a plain ``import stepline``; the framework
-        # is imported only by the app that uses it.
+    if name in _LAZY_MODULES:
+        # ``stepline.fastapi.serve(...)`` and ``stepline.tasks.enqueue_in(...)`` work after a plain
+        # ``import stepline``; the framework (or psycopg) is imported only by the app that uses it.
         import importlib
 
         return importlib.import_module(f"stepline.{name}")

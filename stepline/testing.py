@@ -62,7 +62,7 @@ class TestEngine(engine_.Engine):
         target = self.fake_clock.now_ms() + round(delta.total_seconds() * 1000)
         processed = await self.run_until_idle()
         while True:
-            candidates = [await self.store.next_available_at()]
+            candidates = [await self.store.next_available_at(), await self.store.next_pending_deadline()]
             assert self._cron is not None
             candidates.append(await self._cron.next_due_ms())
             due = [at for at in candidates if at is not None and at <= target]

@@ -19,9 +19,11 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
+import ulid
+
 from stepline import errors
 from stepline.engine import transitions
-from stepline.protocol import jsonvalue
+from stepline.protocol import durations, jsonvalue
 from stepline.storage import records, store
 
 if TYPE_CHECKING:  # ingest imports this module (through transitions)
@@ -32,6 +34,7 @@ MAX_PENDING_TIMEOUT_MS = 30 * 86_400_000
 MAX_KIND_LENGTH = 200
 MAX_OWNER_LENGTH = 500
 MAX_MESSAGE_LENGTH = 2_000
+MAX_QUOTA_WINDOW_MS = 366 * 86_400_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -69,9 +72,55 @@ class TaskRequest:
         timeout = DEFAULT_PENDING_TIMEOUT_MS if pending_timeout_ms is None else pending_timeout_ms
         if not 1_000 <= timeout <= MAX_PENDING_TIMEOUT_MS:
             raise errors.ConfigurationError("'pending_timeout' must be from 1 second to 30 days")
-        if task_id is not None and (not task_id or len(task_id) > 64 or not task_id.isascii()):
-            raise errors.ConfigurationError("a task 'id' must be a non-empty ASCII string of at most 64 characters")
+        if task_id is not None:
+            try:
+                task_id = str(ulid.ULID.from_str(task_id))
+            except ValueError:
+                raise errors.ConfigurationError(
+                    f"a task 'id' chosen by the client must be a ULID (got {task_id!r}): ids sort by creation time"
+                ) from None
         return cls(kind, owner, event, quota, refund_on_failure, timeout, task_id)
+
+
+def request_from_body(body: dict[str, Any]) -> TaskRequest:
+    """A ``TaskRequest`` from the JSON of ``POST /v1/tasks`` (what ``client.tasks.enqueue`` builds);
+    ``ConfigurationError`` names the field that is wrong."""
+    event = body.get("event")
+    if not isinstance(event, dict):
+        raise errors.ConfigurationError("a task needs an 'event' object with a 'name'")
+    quota = None
+    raw_quota = body.get("quota")
+    if raw_quota is not None:
+        if not isinstance(raw_quota, dict):
+            raise errors.ConfigurationError("'quota' must be an object with feature, limit and window")
+        feature, limit = raw_quota.get("feature"), raw_quota.get("limit")
+        if not isinstance(feature, str) or not feature.strip() or len(feature) > 200:
+            raise errors.ConfigurationError("quota.feature must be a non-empty string of at most 200 characters")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise errors.ConfigurationError(f"quota.limit must be a whole number of at least 1 (got {limit!r})")
+        window_ms = _duration_ms("quota.window", raw_quota.get("window"))
+        if not 1_000 <= window_ms <= MAX_QUOTA_WINDOW_MS:
+            raise errors.ConfigurationError("quota.window must be from 1 second to 366 days")
+        quota = records.QuotaRequest(feature, str(body.get("owner")), limit, window_ms)
+    timeout = body.get("pending_timeout")
+    return TaskRequest.build(
+        kind=body.get("kind"),
+        owner=body.get("owner"),
+        event=event,
+        quota=quota,
+        refund_on_failure=bool(raw_quota.get("refund_on_failure")) if isinstance(raw_quota, dict) else False,
+        pending_timeout_ms=None if timeout is None else _duration_ms("pending_timeout", timeout),
+        task_id=body.get("id"),
+    )
+
+
+def _duration_ms(field: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise errors.ConfigurationError(f"{field} must be seconds or a time string like '1d' (got {value!r})")
+    try:
+        return durations.to_milliseconds(value)
+    except errors.ConfigurationError as exc:
+        raise errors.ConfigurationError(f"{field}: {exc}") from None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -226,7 +275,6 @@ async def _finish(
     task.error = error
     task.ended_at = now
     task.updated_at = now
-    task.started_at = task.started_at or now
     if status is records.TaskStatus.COMPLETE:
         task.progress = 1.0
     await tx.update_task(task)
@@ -248,3 +296,23 @@ def _handled_failure(task: records.TaskRecord, handler: records.RunRecord) -> di
     if handler.status is records.RunStatus.COMPLETED and isinstance(output, str) and output.strip():
         error = {**error, "message": output.strip()[:MAX_MESSAGE_LENGTH]}
     return error
+
+
+def task_body(task: records.TaskRecord) -> dict[str, Any]:
+    """A task as clients receive it, over HTTP and in-process alike (``stepline.Task.from_wire``)."""
+    return {
+        "id": task.id,
+        "kind": task.kind,
+        "owner": task.owner,
+        "status": task.status.value,
+        "progress": task.progress,
+        "message": task.message,
+        "result": task.result,
+        "error": task.error,
+        "run_id": task.run_id,
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+        "started_at": task.started_at,
+        "ended_at": task.ended_at,
+        "version": task.version,
+    }

@@ -10,6 +10,7 @@ from stepline import errors
 from stepline.sdk import events as events_
 from stepline.sdk import function as function_
 from stepline.sdk import settings as settings_
+from stepline.sdk import tasks as tasks_
 from stepline.sdk import triggers as triggers_
 
 
@@ -53,6 +54,10 @@ class Stepline:
         )
         self._sender: EventSender | None = None
         self._http_sender: EventSender | None = None
+        self._task_backend: tasks_.TaskBackend | None = None
+        self._http_task_backend: tasks_.TaskBackend | None = None
+        self.tasks = tasks_.TaskClient(self.task_backend)
+        """Tracked tasks: ``await client.tasks.enqueue(kind=..., owner=..., event=...)``."""
 
     def function(
         self,
@@ -92,12 +97,24 @@ class Stepline:
 
         return decorate
 
-    def attach_sender(self, sender: EventSender | None) -> None:
-        """Route ``send`` to ``sender`` (the embedded engine does this when it starts).
+    def attach_sender(self, sender: EventSender | None, tasks: tasks_.TaskBackend | None = None) -> None:
+        """Route ``send`` to ``sender`` and ``client.tasks`` to ``tasks`` (the embedded engine does
+        this when it starts).
 
         ``None`` goes back to the default: the server at ``settings.base_url``, over HTTP.
         """
         self._sender = sender
+        self._task_backend = tasks
+
+    def task_backend(self) -> tasks_.TaskBackend:
+        """Where ``client.tasks`` and ``ctx.task`` calls go: the attached engine, else the server."""
+        if self._task_backend is not None:
+            return self._task_backend
+        if self._http_task_backend is None:
+            from stepline.sdk import http_tasks  # httpx only for apps that talk to a server
+
+            self._http_task_backend = http_tasks.HttpTaskBackend(self.settings)
+        return self._http_task_backend
 
     async def send(self, events: events_.Event | Sequence[events_.Event]) -> list[str]:
         """Send one event or several; returns their ids."""

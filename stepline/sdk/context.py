@@ -7,6 +7,7 @@ import logging
 
 from stepline.sdk import events as events_
 from stepline.sdk import step as step_
+from stepline.sdk import tasks as tasks_
 
 
 @dataclasses.dataclass(slots=True)
@@ -24,6 +25,8 @@ class Context(_ContextBase):
     """For ``async def`` functions: ``await ctx.step.run(...)``."""
 
     step: step_.Step = dataclasses.field(kw_only=True)
+    task: tasks_.TaskHandle = dataclasses.field(kw_only=True)
+    """The tracked task this run drives: ``await ctx.task.progress(0.6, "embedding")``."""
 
     @property
     def attempt(self) -> int:
@@ -36,6 +39,8 @@ class ContextSync(_ContextBase):
     """For plain ``def`` functions (Flask, Django): ``ctx.step.run(...)`` returns the value."""
 
     step: step_.StepSync = dataclasses.field(kw_only=True)
+    task: tasks_.TaskHandleSync = dataclasses.field(kw_only=True)
+    """The tracked task this run drives: ``ctx.task.progress(0.6, "embedding")``."""
 
     @property
     def attempt(self) -> int:

@@ -17,6 +17,7 @@ from stepline.sdk import context, replay
 from stepline.sdk import events as events_
 from stepline.sdk import function as function_
 from stepline.sdk import step as step_
+from stepline.sdk import tasks as tasks_
 
 logger = logging.getLogger("stepline.function")
 
@@ -82,7 +83,11 @@ async def execute(
     if not function.is_async:
         raise errors.ConfigurationError(f"{function.id!r} is synchronous: call execute_sync in a thread")
     state = replay.ReplayState(request, checkpointing=checkpointer is not None)
-    ctx = context.Context(**_context_fields(function, request), step=step_.Step(state, client, checkpointer))
+    ctx = context.Context(
+        **_context_fields(function, request),
+        step=step_.Step(state, client, checkpointer),
+        task=tasks_.TaskHandle(request.ctx.task_id, client, lambda: state.replaying),
+    )
     try:
         output = await cast(function_.AsyncHandler, function.handler)(ctx)
     except replay.StepInterrupt as interrupt:
@@ -105,7 +110,11 @@ def execute_sync(
     if function.is_async:
         raise errors.ConfigurationError(f"{function.id!r} is async: call execute")
     state = replay.ReplayState(request, checkpointing=checkpointer is not None)
-    ctx = context.ContextSync(**_context_fields(function, request), step=step_.StepSync(state, client, checkpointer))
+    ctx = context.ContextSync(
+        **_context_fields(function, request),
+        step=step_.StepSync(state, client, checkpointer),
+        task=tasks_.TaskHandleSync(request.ctx.task_id, client, lambda: state.replaying),
+    )
     try:
         output = cast(function_.SyncHandler, function.handler)(ctx)
     except replay.StepInterrupt as interrupt:

@@ -13,13 +13,17 @@ or the server's calls will be refused before they reach Stepline.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import fastapi
+import fastapi.responses
 
+from stepline.protocol import sse
 from stepline.sdk import client as client_
 from stepline.sdk import function as function_
 from stepline.sdk import handler as handler_
+from stepline.sdk import tasks as tasks_
 
 FRAMEWORK = "fast_api"
 
@@ -42,3 +46,77 @@ def serve(
         return fastapi.Response(content=result.body, status_code=result.status, headers=result.headers)
 
     app.add_api_route(path, stepline_serve, methods=list(handler_.METHODS), include_in_schema=False)
+
+
+def task_routes(client: client_.Stepline, *, owner: Any, prefix: str = "/api/tasks") -> fastapi.APIRouter:
+    """Poll, stream and cancel routes for the caller's own tasks; add them with ``app.include_router``.
+
+    ::
+
+        app.include_router(stepline.fastapi.task_routes(client, owner=Depends(auth), prefix="/api/ai-jobs"))
+
+    ``owner`` is a FastAPI dependency resolving to the caller's owner id (a string) or to an
+    object with an ``id`` (your ``User``). The routes are ``GET {prefix}/{task_id}`` (the task
+    as JSON), ``GET {prefix}/{task_id}/stream`` (server-sent events: every change, closing on a
+    terminal state) and ``POST {prefix}/{task_id}/cancel``. A task the caller does not own is
+    answered exactly like one that does not exist: 404.
+    """
+    router = fastapi.APIRouter(prefix=prefix.rstrip("/"))
+
+    async def owned(task_id: str, caller: Any) -> tasks_.Task:
+        task = await client.tasks.get(task_id)
+        if task is None or task.owner != _owner_id(caller):
+            raise _NotFound(task_id)
+        return task
+
+    async def get_task(task_id: str, caller: Any = owner) -> fastapi.responses.JSONResponse:
+        try:
+            task = await owned(task_id, caller)
+        except _NotFound as missing:
+            return missing.response()
+        return fastapi.responses.JSONResponse(task.to_wire())
+
+    async def stream_task(task_id: str, caller: Any = owner) -> fastapi.Response:
+        try:
+            await owned(task_id, caller)
+        except _NotFound as missing:
+            return missing.response()
+
+        async def frames() -> AsyncIterator[bytes]:
+            async for task in client.tasks.stream(task_id):
+                yield sse.frame("task", task.to_wire(), task.version)
+
+        return fastapi.responses.StreamingResponse(frames(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+
+    async def cancel_task(task_id: str, caller: Any = owner) -> fastapi.responses.JSONResponse:
+        try:
+            await owned(task_id, caller)
+        except _NotFound as missing:
+            return missing.response()
+        return fastapi.responses.JSONResponse((await client.tasks.cancel(task_id)).to_wire())
+
+    router.add_api_route("/{task_id}", get_task, methods=["GET"], summary="Get one of your tasks")
+    router.add_api_route("/{task_id}/stream", stream_task, methods=["GET"], summary="Stream one of your tasks")
+    router.add_api_route("/{task_id}/cancel", cancel_task, methods=["POST"], summary="Cancel one of your tasks")
+    return router
+
+
+class _NotFound(Exception):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(task_id)
+        self.task_id = task_id
+
+    def response(self) -> fastapi.responses.JSONResponse:
+        return fastapi.responses.JSONResponse({"error": f"no task {self.task_id!r}", "status": 404}, status_code=404)
+
+
+def _owner_id(caller: Any) -> str:
+    """The owner id a dependency resolved to: a string, or an object's ``id``."""
+    if isinstance(caller, str):
+        return caller
+    identity = getattr(caller, "id", None)
+    if identity is None:
+        raise TypeError(
+            "task_routes(owner=...) must resolve to the caller's owner id (a string) or an object with an 'id'"
+        )
+    return str(identity)

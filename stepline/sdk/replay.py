@@ -69,6 +69,11 @@ class ReplayState:
         self._uses: dict[str, int] = {}
         self._consumed: set[str] = set()
 
+    @property
+    def replaying(self) -> bool:
+        """Whether recorded steps remain to be replayed before the function reaches new code."""
+        return len(self._consumed) < len(self.memo)
+
     # identity and memo
     def identify(self, user_id: str) -> StepIdentity:
         if not isinstance(user_id, str) or not user_id:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from stepline.server import errors, runtime, settings
-from stepline.server.api import events, events_read, health, registry, runs, sync
+from stepline.server.api import events, events_read, health, registry, runs, sync, tasks
 
 VERSION = "0.1.0"
 
@@ -27,6 +27,15 @@ def create_app(server_settings: settings.ServerSettings) -> FastAPI:
     app = FastAPI(title="Stepline", version=VERSION, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.runtime = server
     errors.install(app)
-    for router in (health.router, events.router, sync.router, runs.router, registry.router, events_read.router):
+    routers = (
+        health.router,
+        events.router,
+        sync.router,
+        runs.router,
+        registry.router,
+        events_read.router,
+        tasks.router,
+    )
+    for router in routers:
         app.include_router(router)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +27,8 @@ class ApiError(errors.SteplineError):
 
 _STATUS_BY_ERROR: tuple[tuple[type[errors.SteplineError], int], ...] = (
     (errors.RunNotFoundError, 404),
+    (errors.TaskNotFoundError, 404),
+    (errors.TaskConflictError, 409),
     (errors.FunctionNotFoundError, 404),
     (errors.ConfigurationError, 400),
     (errors.SerializationError, 400),
@@ -41,6 +44,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(errors.QuotaExceeded)
+    async def quota_exceeded(_: Request, exc: errors.QuotaExceeded) -> JSONResponse:
+        retry_after = str(max(1, math.ceil(exc.retry_after)))
+        body = {"error": str(exc), "status": 429, "feature": exc.feature, "limit": exc.limit}
+        return JSONResponse(
+            body | {"retry_after": int(retry_after)}, status_code=429, headers={"Retry-After": retry_after}
+        )
 
     @app.exception_handler(errors.SteplineError)
     async def stepline_error(_: Request, exc: errors.SteplineError) -> JSONResponse:

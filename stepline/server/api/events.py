@@ -46,7 +46,8 @@ def derive_ids(seed: str | None, count: int) -> list[str] | None:
     ]
 
 
-def _validate(raw: object, index: int) -> dict[str, Any]:
+def validate_event(raw: object, index: int) -> dict[str, Any]:
+    """An event from a client, checked and normalised; ``ApiError`` (400 or 413) saying what is wrong."""
     where = f"event {index}"
     if not isinstance(raw, dict):
         raise ApiError(400, f"{where}: must be a JSON object")
@@ -107,7 +108,7 @@ async def ingest(event_key: str, request: Request) -> JSONResponse:
         raise ApiError(400, "no events: send an event object or a non-empty list")
     if len(batch) > MAX_BATCH:
         raise ApiError(413, f"{len(batch)} events in one request; the limit is {MAX_BATCH}")
-    events = [_validate(raw, index) for index, raw in enumerate(batch)]
+    events = [validate_event(raw, index) for index, raw in enumerate(batch)]
     derived = derive_ids(request.headers.get(SEED_HEADER), len(events))
     if derived is not None:
         for event, event_id in zip(events, derived, strict=True):

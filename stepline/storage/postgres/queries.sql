@@ -415,10 +415,13 @@ SET status = 'running', started_at = coalesce(started_at, %(now)s), updated_at =
 WHERE id = %(id)s AND status = 'pending';
 
 -- name: task_progress
--- Progress only moves forward, so a function replayed from the top cannot move it back.
+-- Progress only moves forward, so a function replayed from the top cannot move it back; a repeat
+-- of the last report changes nothing (no version bump, no stream frame).
 UPDATE tasks
 SET progress = %(progress)s, message = %(message)s, updated_at = %(now)s, version = version + 1
-WHERE id = %(id)s AND status IN ('pending', 'running') AND (progress IS NULL OR progress <= %(progress)s);
+WHERE id = %(id)s AND status IN ('pending', 'running')
+  AND (progress IS NULL OR progress < %(progress)s
+       OR (progress = %(progress)s AND message IS DISTINCT FROM %(message)s));
 
 -- name: due_pending_tasks
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -119,6 +120,8 @@ class PostgresTransaction:
         self._conn = conn
         self._sql = sql
         self._where = where
+        self.where = where
+        """``host:port/dbname``, for error messages."""
         self.wakes = False
         """Set once the transaction enqueued or rescheduled an item: notify on commit."""
 
@@ -322,6 +325,32 @@ class PostgresTransaction:
 
     async def refund_quota(self, task_id: str) -> None:
         await self._execute("delete_quota_uses", {"task_id": task_id})
+
+
+@functools.cache
+def _shared_queries() -> dict[str, LiteralString]:
+    return queries.load_queries("postgres")
+
+
+@contextlib.asynccontextmanager
+async def borrowed_transaction(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[PostgresTransaction]:
+    """The ``Transaction`` verbs inside the application's own transaction on ``conn``.
+
+    ``conn.transaction()`` starts a transaction when none is open and a savepoint inside one, so
+    the work commits with the application's transaction (or alone, on an idle connection) and
+    rolls back with it. Waiting executors are notified at that commit, not before.
+    """
+    tx = PostgresTransaction(conn, _shared_queries(), _describe(conn.info.dsn))
+    async with conn.transaction():
+        yield tx
+        if tx.wakes:
+            with _translated("notify", tx.where):
+                await conn.execute(_NOTIFY)
+
+
+async def functions_in(tx: PostgresTransaction) -> list[records.FunctionRecord]:
+    """Every synced function, read inside ``tx`` (``borrowed_transaction`` has no store to ask)."""
+    return [rows.function_record(row) for row in await tx._fetchall("select_functions", {})]
 
 
 class _Freshness:

@@ -373,10 +373,13 @@ SET status = 'running', started_at = coalesce(started_at, :now), updated_at = :n
 WHERE id = :id AND status = 'pending';
 
 -- name: task_progress
--- Progress only moves forward, so a function replayed from the top cannot move it back.
+-- Progress only moves forward, so a function replayed from the top cannot move it back; a repeat
+-- of the last report changes nothing (no version bump, no stream frame).
 UPDATE tasks
 SET progress = :progress, message = :message, updated_at = :now, version = version + 1
-WHERE id = :id AND status IN ('pending', 'running') AND (progress IS NULL OR progress <= :progress);
+WHERE id = :id AND status IN ('pending', 'running')
+  AND (progress IS NULL OR progress < :progress
+       OR (progress = :progress AND message IS NOT :message));
 
 -- name: due_pending_tasks
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,

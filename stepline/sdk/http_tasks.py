@@ -1,0 +1,211 @@
+"""``client.tasks`` over HTTP: the server's ``/v1/tasks`` routes.
+
+Connections are kept open between calls (one pool per event loop, one for sync callers): an
+enqueue sits on a web request's critical path, and a new TCP connection per call would cost
+more than the enqueue itself. Enqueues carry a client-chosen task id, so retrying one after a
+network error or a 5xx returns the task the first attempt created instead of a second task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.parse
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from stepline import errors
+from stepline.protocol import sse
+from stepline.sdk import http_sender
+from stepline.sdk import settings as settings_
+
+MAX_ATTEMPTS = 4
+TIMEOUT_S = 10.0
+_STREAM_TIMEOUT = httpx.Timeout(TIMEOUT_S, read=None)  # a stream is quiet until the task changes
+
+
+class HttpTaskBackend:
+    """A ``TaskBackend`` for a remote server (``stepline.sdk.tasks.TaskBackend``)."""
+
+    def __init__(self, settings: settings_.Settings, *, max_attempts: int = MAX_ATTEMPTS) -> None:
+        self._settings = settings
+        self._max_attempts = max_attempts
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._sync_client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    # connection pools
+    def _headers(self) -> dict[str, str]:
+        headers = {"User-Agent": settings_.SDK, "X-Inngest-SDK": settings_.SDK}
+        key = self._settings.event_key or self._settings.signing_key
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        elif not self._settings.is_dev:
+            raise errors.ConfigurationError(
+                f"cannot reach the task API: {settings_.EVENT_KEY} is not set. Set it to an event key of the server "
+                f"at {self._settings.base_url} (or pass event_key=...), or set {settings_.DEV}=1 for a dev server"
+            )
+        return headers
+
+    def _async_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None or client.is_closed:
+            client = httpx.AsyncClient(
+                base_url=self._settings.base_url,
+                headers=self._headers(),
+                timeout=TIMEOUT_S,
+                verify=http_sender._shared_ssl_context(),
+            )
+            self._async_clients[loop] = client
+        return client
+
+    def _client_sync(self) -> httpx.Client:
+        with self._lock:
+            if self._sync_client is None:
+                self._sync_client = httpx.Client(
+                    base_url=self._settings.base_url,
+                    headers=self._headers(),
+                    timeout=TIMEOUT_S,
+                    verify=http_sender._shared_ssl_context(),
+                )
+            return self._sync_client
+
+    # the TaskBackend verbs
+    async def enqueue_task(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self._request("POST", "/v1/tasks", body)
+        return _task_or_raise(response, "enqueue the task")
+
+    def enqueue_task_sync(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = self._request_sync("POST", "/v1/tasks", body)
+        return _task_or_raise(response, "enqueue the task")
+
+    async def get_task(self, task_id: str) -> dict[str, Any] | None:
+        response = await self._request("GET", _task_path(task_id))
+        return None if response.status_code == 404 else _task_or_raise(response, "read the task")
+
+    def get_task_sync(self, task_id: str) -> dict[str, Any] | None:
+        response = self._request_sync("GET", _task_path(task_id))
+        return None if response.status_code == 404 else _task_or_raise(response, "read the task")
+
+    async def list_tasks(self, owner: str | None, status: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
+        query = {key: value for key, value in (("owner", owner), ("status", status), ("cursor", cursor)) if value}
+        query["limit"] = str(limit)
+        response = await self._request("GET", "/v1/tasks?" + urllib.parse.urlencode(query))
+        return _task_or_raise(response, "list tasks")
+
+    async def cancel_task(self, task_id: str) -> dict[str, Any]:
+        response = await self._request("POST", _task_path(task_id) + "/cancel", {})
+        return _task_or_raise(response, "cancel the task")
+
+    async def report_progress(self, task_id: str, progress: float, message: str | None) -> bool:
+        response = await self._request("POST", _task_path(task_id) + "/progress", _progress(progress, message))
+        return bool(_task_or_raise(response, "report progress").get("recorded"))
+
+    def report_progress_sync(self, task_id: str, progress: float, message: str | None) -> bool:
+        response = self._request_sync("POST", _task_path(task_id) + "/progress", _progress(progress, message))
+        return bool(_task_or_raise(response, "report progress").get("recorded"))
+
+    async def stream_task(self, task_id: str) -> AsyncIterator[dict[str, Any]]:
+        client = self._async_client()
+        try:
+            async with client.stream("GET", _task_path(task_id) + "/stream", timeout=_STREAM_TIMEOUT) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    _task_or_raise(response, "stream the task")
+                async for event, data in sse.read_frames(response.aiter_lines()):
+                    if event == "task" and isinstance(data, dict):
+                        yield data
+        except httpx.RequestError as exc:
+            raise self._unreachable(http_sender._network_failure(exc)) from None
+
+    # requests
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        client = self._async_client()
+        content = None if body is None else json.dumps(body, allow_nan=False).encode()
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        failure = ""
+        for attempt in range(self._max_attempts):
+            if attempt:
+                await asyncio.sleep(http_sender.backoff_delay_s(attempt - 1))
+            try:
+                response = await client.request(method, path, content=content, headers=headers)
+            except httpx.RequestError as exc:
+                failure = http_sender._network_failure(exc)
+                continue
+            if response.status_code < 500 or attempt == self._max_attempts - 1:
+                return response
+            failure = http_sender._status_failure(response)
+        raise self._unreachable(failure)
+
+    def _request_sync(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        client = self._client_sync()
+        content = None if body is None else json.dumps(body, allow_nan=False).encode()
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        failure = ""
+        for attempt in range(self._max_attempts):
+            if attempt:
+                time.sleep(http_sender.backoff_delay_s(attempt - 1))
+            try:
+                response = client.request(method, path, content=content, headers=headers)
+            except httpx.RequestError as exc:
+                failure = http_sender._network_failure(exc)
+                continue
+            if response.status_code < 500 or attempt == self._max_attempts - 1:
+                return response
+            failure = http_sender._status_failure(response)
+        raise self._unreachable(failure)
+
+    def _unreachable(self, failure: str) -> errors.EventSendError:
+        return errors.EventSendError(
+            f"could not reach the Stepline server at {self._settings.base_url} ({failure}); "
+            f"is it running, and is {settings_.BASE_URL} right?"
+        )
+
+
+def _task_path(task_id: str) -> str:
+    return "/v1/tasks/" + urllib.parse.quote(task_id, safe="")
+
+
+def _progress(progress: float, message: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"progress": progress}
+    if message is not None:
+        body["message"] = message
+    return body
+
+
+def _task_or_raise(response: httpx.Response, doing: str) -> dict[str, Any]:
+    """The JSON body of a successful answer; otherwise the error the SDK raises for it."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code < 400 and isinstance(body, dict):
+        return body
+    message = body.get("error") if isinstance(body, dict) else None
+    text = str(message or response.text[:200] or "no reason given")
+    if response.status_code == 429 and isinstance(body, dict):
+        raise errors.QuotaExceeded(
+            text,
+            feature=str(body.get("feature", "")),
+            limit=int(body.get("limit") or 0),
+            retry_after=float(response.headers.get("retry-after") or body.get("retry_after") or 1),
+        )
+    if response.status_code == 404:
+        raise errors.TaskNotFoundError(text)
+    if response.status_code == 409:
+        raise errors.TaskConflictError(text)
+    if response.status_code in (400, 422):
+        raise errors.ConfigurationError(f"the server refused to {doing}: {text}")
+    raise errors.EventSendError(
+        f"could not {doing} (HTTP {response.status_code}): {text}",
+        status=response.status_code,
+        server_error=text if message else None,
+    )

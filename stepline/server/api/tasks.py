@@ -1,0 +1,197 @@
+"""``/v1/tasks``: enqueue a tracked task, read it, stream its changes, list, cancel, report progress.
+
+Apps in any language use these routes. They are authenticated like the event API: in
+production (or when the server has keys) ``Authorization: Bearer <event key>``, or the
+signing key, is required.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from stepline import errors
+from stepline.engine import tasks as tasks_
+from stepline.protocol import signing, sse
+from stepline.server import auth
+from stepline.server import runtime as runtime_
+from stepline.server.api import events as events_api
+from stepline.server.api import runs as runs_api
+from stepline.server.errors import ApiError
+from stepline.storage import records
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+STREAM_POLL_S = 0.2
+"""How often a stream re-reads its task. Reads hit one primary-key row; several servers may
+change the task, so the database, not process memory, is the source of changes."""
+KEEPALIVE_S = 15.0
+
+
+async def require_client_key(request: Request) -> runtime_.ServerRuntime:
+    """A dependency: an event key (or the signing key) as bearer token, unless the server is a
+    dev server without keys."""
+    runtime = auth.runtime_of(request)
+    settings = runtime.settings
+    if settings.dev and not settings.event_keys and not settings.signing_key:
+        return runtime
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    valid = scheme.lower() == "bearer" and bool(token)
+    if valid and token not in settings.event_keys and not signing.bearer_matches(token, settings.signing_keys):
+        valid = False
+    if not valid:
+        raise ApiError(
+            401,
+            "missing or wrong bearer token: send 'Authorization: Bearer <event key>' (or the signing key)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return runtime
+
+
+ClientServer = Annotated[runtime_.ServerRuntime, Depends(require_client_key)]
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, description="The event that starts the task's function.")
+    data: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = Field(default=None, description="Idempotency key of the runs it starts; default: the task id.")
+    user: dict[str, Any] = Field(default_factory=dict)
+    ts: int | None = None
+
+
+class QuotaIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    feature: str = Field(min_length=1, max_length=200, description="What is being counted, e.g. `tailor_resume`.")
+    limit: int = Field(ge=1, le=1_000_000_000, description="Uses allowed per owner per window.")
+    window: float | str = Field(description="Seconds, or a time string like `1d` or `12h`.")
+    refund_on_failure: bool = Field(default=False, description="Give the use back if the task fails.")
+
+
+class TaskIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: str = Field(min_length=1, max_length=tasks_.MAX_KIND_LENGTH)
+    owner: str = Field(min_length=1, max_length=tasks_.MAX_OWNER_LENGTH)
+    event: EventIn
+    quota: QuotaIn | None = None
+    pending_timeout: float | str | None = Field(
+        default=None, description="Seconds or a time string; default 10 minutes."
+    )
+    id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Chosen by the client so that a retried request returns the task it created.",
+    )
+
+
+class ProgressIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    progress: float = Field(ge=0.0, le=1.0)
+    message: str | None = Field(default=None, max_length=tasks_.MAX_MESSAGE_LENGTH)
+
+
+def task_request(body: TaskIn) -> tasks_.TaskRequest:
+    """Checked twice on purpose: pydantic for the shape (422 naming the field), then the same
+    rules the embedded engine applies, so both paths accept exactly the same tasks."""
+    raw = body.model_dump(exclude_none=True)
+    raw["event"] = events_api.validate_event(raw["event"], 0)
+    try:
+        return tasks_.request_from_body(raw)
+    except errors.ConfigurationError as exc:
+        raise ApiError(422, f"invalid request: {exc}") from None
+
+
+@router.post("", status_code=202, summary="Enqueue a task")
+async def enqueue(body: TaskIn, server: ClientServer) -> JSONResponse:
+    """Create the task (pending), its event and the runs it starts, in one transaction.
+    429 with `Retry-After` when the owner's quota is used up (nothing is written)."""
+    enqueued = await server.enqueue_task(task_request(body))
+    return JSONResponse(tasks_.task_body(enqueued.task), status_code=202)
+
+
+@router.get("", summary="List tasks")
+async def list_tasks(
+    server: ClientServer,
+    owner: Annotated[str | None, Query(description="Only this owner's tasks.")] = None,
+    status: Annotated[str | None, Query(description="pending, running, complete, failed or cancelled.")] = None,
+    cursor: Annotated[str | None, Query(description="The `cursor` of the previous page.")] = None,
+    limit: Annotated[str | None, Query(description="Tasks per page, from 1 to 500; default 50.")] = None,
+) -> dict[str, Any]:
+    page_size = runs_api.parse_limit(limit)
+    found = await server.store.list_tasks(
+        owner=owner or None, status=_status(status), cursor=_cursor(cursor), limit=page_size + 1
+    )
+    more = len(found) > page_size
+    found = found[:page_size]
+    return {"data": [tasks_.task_body(task) for task in found], "cursor": found[-1].id if more else None}
+
+
+@router.get("/{task_id}", summary="Get a task")
+async def get_task(task_id: str, server: ClientServer) -> dict[str, Any]:
+    return tasks_.task_body(await server.require_task(task_id))
+
+
+@router.get("/{task_id}/stream", summary="Stream a task's changes (server-sent events)")
+async def stream_task(task_id: str, request: Request, server: ClientServer) -> StreamingResponse:
+    """One `task` event with the task now, then one at every change; the stream closes after the
+    task reaches complete, failed or cancelled."""
+    first = await server.require_task(task_id)
+    return StreamingResponse(_frames(server, first, request), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+
+
+@router.post("/{task_id}/cancel", summary="Cancel a task")
+async def cancel_task(task_id: str, server: ClientServer) -> dict[str, Any]:
+    """Cancels the task's run (it stops before its next step); a task that already ended is
+    returned unchanged."""
+    return tasks_.task_body(await server.cancel_task(task_id))
+
+
+@router.post("/{task_id}/progress", summary="Report a task's progress")
+async def report_progress(task_id: str, body: ProgressIn, server: ClientServer) -> dict[str, Any]:
+    """What functions call (`ctx.task.progress`). `recorded` is false when the task has ended or
+    already reported more progress: progress only moves forward."""
+    recorded = await server.report_task_progress(task_id, body.progress, body.message)
+    return {"id": task_id, "recorded": recorded}
+
+
+async def _frames(server: runtime_.ServerRuntime, task: records.TaskRecord, request: Request) -> AsyncIterator[bytes]:
+    yield sse.frame("task", tasks_.task_body(task), task.version)
+    version = task.version
+    quiet_since = time.monotonic()
+    while not task.status.is_terminal:
+        await asyncio.sleep(STREAM_POLL_S)
+        if await request.is_disconnected():
+            return
+        current = await server.store.get_task(task.id)
+        if current is None:
+            return
+        task = current
+        if task.version != version:
+            version = task.version
+            quiet_since = time.monotonic()
+            yield sse.frame("task", tasks_.task_body(task), task.version)
+        elif time.monotonic() - quiet_since > KEEPALIVE_S:
+            quiet_since = time.monotonic()
+            yield sse.KEEPALIVE
+
+
+def _status(raw: str | None) -> records.TaskStatus | None:
+    if not raw:
+        return None
+    try:
+        return records.TaskStatus(raw.lower())
+    except ValueError:
+        allowed = ", ".join(status.value for status in records.TaskStatus)
+        raise ApiError(400, f"status must be one of {allowed} (got {raw!r})") from None
+
+
+def _cursor(raw: str | None) -> str | None:
+    return runs_api.parse_cursor(raw)
