@@ -309,6 +309,53 @@ def events_show(event_id: str, url: str, signing_key: str | None) -> None:
     click.echo(json.dumps(_request("GET", f"{url.rstrip('/')}/v1/events/{path}", signing_key)["data"], indent=2))
 
 
+@main.group()
+def tasks() -> None:
+    """Inspect and cancel tracked tasks through the server's API."""
+
+
+@tasks.command("list")
+@click.option("--owner", default=None, help="Only this owner's tasks.")
+@click.option(
+    "--status", default=None, help="Only tasks in this status: pending, running, complete, failed, cancelled."
+)
+@click.option("--limit", type=int, default=50, show_default=True, help=f"Tasks per page, 1 to {_MAX_PAGE}.")
+@click.option("--cursor", default=None, help="Show the page after the one that printed this cursor.")
+@_api_options
+def tasks_list(
+    owner: str | None, status: str | None, limit: int, cursor: str | None, url: str, signing_key: str | None
+) -> None:
+    """List tasks, newest first: id, status, kind, owner and creation time (UTC), then the next page's cursor."""
+    known = [value.value for value in records.TaskStatus]
+    if status is not None and status.lower() not in known:
+        _fail(f"--status must be one of {', '.join(known)} (got {status!r})", 2)
+    query = _page_query(limit, cursor, owner=owner, status=status and status.lower())
+    answer = _request("GET", f"{url.rstrip('/')}/v1/tasks?{query}", signing_key)
+    lines = [
+        (task["id"], task["status"], task["kind"], task["owner"], _utc(task["created_at"])) for task in answer["data"]
+    ]
+    _print_page(lines, answer.get("cursor"), "tasks")
+
+
+@tasks.command("show")
+@click.argument("task_id")
+@_api_options
+def tasks_show(task_id: str, url: str, signing_key: str | None) -> None:
+    """Show a task: status, progress, result or error, and its run."""
+    path = urllib.parse.quote(task_id, safe="")
+    click.echo(json.dumps(_request("GET", f"{url.rstrip('/')}/v1/tasks/{path}", signing_key), indent=2))
+
+
+@tasks.command("cancel")
+@click.argument("task_id")
+@_api_options
+def tasks_cancel(task_id: str, url: str, signing_key: str | None) -> None:
+    """Cancel a task that has not ended (its run stops before its next step)."""
+    path = urllib.parse.quote(task_id, safe="")
+    task = _request("POST", f"{url.rstrip('/')}/v1/tasks/{path}/cancel", signing_key)
+    click.echo(f"{task_id} is {task['status']}")
+
+
 def _page_query(limit: int, cursor: str | None, **filters: str | None) -> str:
     if not 1 <= limit <= _MAX_PAGE:
         _fail(f"--limit must be from 1 to {_MAX_PAGE} (got {limit})", 2)
