@@ -27,6 +27,7 @@ from stepline.storage import records
 DEFAULT_DATABASE_URL = "sqlite:///.stepline/dev.db"
 
 STREAM_POLL_S = 0.1
+MAX_TASK_PAGE = 500
 T = TypeVar("T")
 
 Run = views.Run
@@ -132,6 +133,8 @@ class _EngineLink:
         return self._on_loop(self.get_task(task_id))
 
     async def list_tasks(self, owner: str | None, status: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_TASK_PAGE:
+            raise errors.ConfigurationError(f"limit must be a whole number from 1 to {MAX_TASK_PAGE} (got {limit!r})")
         try:
             wanted = None if status is None else records.TaskStatus(status)
         except ValueError:

@@ -27,6 +27,10 @@ class IngestResult:
     """Public ids of the accepted events, in order."""
     internal_ids: list[str] = dataclasses.field(default_factory=list)
     """Stored ids (``EventRecord.internal_id``) of the accepted events, in order."""
+    matched: int = 0
+    """Runs the events called for, before idempotency dropped those already started."""
+    task_run_id: str | None = None
+    """With ``ingest(task_id=...)``: the run that drives the task."""
     run_ids: list[str] = dataclasses.field(default_factory=list)
     """Runs started, in order."""
     resumed_runs: list[str] = dataclasses.field(default_factory=list)
@@ -110,10 +114,11 @@ class Ingestor:
             for event, wire in zip(events, wires, strict=True)
             for fn in self._targets(wire)
         ]
-        if task_id is not None and planned:
-            planned[0].task_id = task_id
         result = IngestResult(event_ids=[event.id for event in events], internal_ids=[e.internal_id for e in events])
-        result.run_ids = await self._start_runs(tx, planned, now)
+        result.matched = len(planned)
+        result.run_ids = await self._start_runs(tx, planned, now, task_id=task_id)
+        if task_id is not None:
+            result.task_run_id = next((plan.run_id for plan in planned if plan.task_id == task_id), None)
         await self._end_unhandled_task_failures(tx, wires, planned, result.run_ids, now)
         listeners: dict[str, list[records.PauseRecord]] = {}
         for wire in wires:
@@ -153,8 +158,13 @@ class Ingestor:
         await tx.enqueue_many([transitions.discover_item(run, now)])
         return run.id
 
-    async def _start_runs(self, tx: store.Transaction, planned: list[_PlannedRun], now: int) -> list[str]:
-        """Create the runs whose event id is new to their function (the idempotency window)."""
+    async def _start_runs(
+        self, tx: store.Transaction, planned: list[_PlannedRun], now: int, *, task_id: str | None = None
+    ) -> list[str]:
+        """Create the runs whose event id is new to their function (the idempotency window).
+
+        With ``task_id``, the first run actually started drives that task.
+        """
         if not planned:
             return []
         claims = [
@@ -162,7 +172,10 @@ class Ingestor:
             for plan in planned
         ]
         claimed = await tx.claim_idempotency_keys(claims, now)
-        runs = [plan.to_run(now) for plan, won in zip(planned, claimed, strict=True) if won]
+        winners = [plan for plan, won in zip(planned, claimed, strict=True) if won]
+        if task_id is not None and winners:
+            winners[0].task_id = task_id
+        runs = [plan.to_run(now) for plan in winners]
         await tx.insert_runs(runs)
         await tx.enqueue_many([transitions.discover_item(run, now) for run in runs])
         return [run.id for run in runs]

@@ -137,6 +137,8 @@ async def enqueue(tx: store.Transaction, ingestor: ingest_.Ingestor, request: Ta
     nothing of this task) when the owner has used up the quota.
     """
     task_id = request.task_id or transitions.new_id()
+    if request.task_id is not None:
+        await tx.lock_task_id(task_id)  # a retry racing its first attempt waits for it, then finds it
     existing = await tx.lock_task(task_id)
     if existing is not None:
         if existing.owner != request.owner or existing.kind != request.kind:
@@ -149,13 +151,20 @@ async def enqueue(tx: store.Transaction, ingestor: ingest_.Ingestor, request: Ta
     event = dict(request.event)
     event.setdefault("id", task_id)
     result = await ingestor.ingest(tx, [event], now, task_id=task_id)
+    if result.matched and result.task_run_id is None:
+        # Every function the event triggers already ran for this event id: the task would have
+        # no run to follow. Refuse (the caller's transaction rolls back: nothing is written).
+        raise errors.TaskConflictError(
+            f"event id {event['id']!r} already started the functions event {event.get('name')!r} triggers "
+            "(in the last 24 hours); a task needs a new run: leave the event id out, or use a new one"
+        )
     task = records.TaskRecord(
         id=task_id,
         kind=request.kind,
         owner=request.owner,
         status=records.TaskStatus.PENDING,
         event_id=result.internal_ids[0],
-        run_id=result.run_ids[0] if result.run_ids else None,
+        run_id=result.task_run_id,
         created_at=now,
         updated_at=now,
         pending_deadline=now + request.pending_timeout_ms,

@@ -127,6 +127,11 @@ class Transaction(Protocol):
         """Insert a task; False, and nothing written, if its id is taken (a retried enqueue)."""
         ...
 
+    async def lock_task_id(self, task_id: str) -> None:
+        """Serialise, until the transaction ends, every transaction creating ``task_id`` (an id
+        that does not exist yet has no row to lock)."""
+        ...
+
     async def lock_task(self, task_id: str) -> records.TaskRecord | None:
         """Read a task and hold it against concurrent change until the transaction ends."""
         ...

@@ -359,6 +359,7 @@ def _sqlite_queries_exist() -> bool:
 PARAMETER_DIFFERENCES = {
     "extend_lease": ({"id", "claims", "lease_until"}, {"ids", "claims", "lease_until"}),
     "lock_quota": (set(), {"feature", "owner"}),
+    "lock_task_id": (set(), {"id"}),
 }
 """SQLite extends one lease per statement; PostgreSQL extends a batch through arrays. SQLite's
 single writer already serialises quota checks; PostgreSQL takes a lock per feature and owner."""

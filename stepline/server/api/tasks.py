@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stepline import errors
 from stepline.engine import tasks as tasks_
 from stepline.protocol import signing, sse
+from stepline.sdk import events as events_
 from stepline.server import auth
 from stepline.server import runtime as runtime_
 from stepline.server.api import events as events_api
@@ -59,7 +60,7 @@ ClientServer = Annotated[runtime_.ServerRuntime, Depends(require_client_key)]
 
 
 class EventIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(min_length=1, description="The event that starts the task's function.")
     data: dict[str, Any] = Field(default_factory=dict)
     id: str | None = Field(default=None, description="Idempotency key of the runs it starts; default: the task id.")
@@ -68,7 +69,7 @@ class EventIn(BaseModel):
 
 
 class QuotaIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     feature: str = Field(min_length=1, max_length=200, description="What is being counted, e.g. `tailor_resume`.")
     limit: int = Field(ge=1, le=1_000_000_000, description="Uses allowed per owner per window.")
     window: float | str = Field(description="Seconds, or a time string like `1d` or `12h`.")
@@ -76,7 +77,7 @@ class QuotaIn(BaseModel):
 
 
 class TaskIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     kind: str = Field(min_length=1, max_length=tasks_.MAX_KIND_LENGTH)
     owner: str = Field(min_length=1, max_length=tasks_.MAX_OWNER_LENGTH)
     event: EventIn
@@ -93,7 +94,7 @@ class TaskIn(BaseModel):
 
 
 class ProgressIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     progress: float = Field(ge=0.0, le=1.0)
     message: str | None = Field(default=None, max_length=tasks_.MAX_MESSAGE_LENGTH)
 
@@ -102,7 +103,18 @@ def task_request(body: TaskIn) -> tasks_.TaskRequest:
     """Checked twice on purpose: pydantic for the shape (422 naming the field), then the same
     rules the embedded engine applies, so both paths accept exactly the same tasks."""
     raw = body.model_dump(exclude_none=True)
-    raw["event"] = events_api.validate_event(raw["event"], 0)
+    name = body.event.name
+    if not name.strip():
+        raise ApiError(422, "invalid request: event.name: must be a non-empty string")
+    if name.lower().startswith(events_.INTERNAL_PREFIX):
+        raise ApiError(
+            422, f"invalid request: event.name: names starting with {events_.INTERNAL_PREFIX!r} are reserved"
+        )
+    try:
+        raw["event"] = events_api.validate_event(raw["event"], 0)
+    except ApiError as exc:  # the ingest route's wording ("event 0: ...") for a task's one event
+        status = 422 if exc.status == 400 else exc.status
+        raise ApiError(status, "invalid request: " + exc.message.replace("event 0", "event", 1)) from None
     try:
         return tasks_.request_from_body(raw)
     except errors.ConfigurationError as exc:

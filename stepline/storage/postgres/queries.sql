@@ -387,6 +387,11 @@ SELECT id, kind, owner, status, event_id, run_id, progress, message, result, err
 FROM tasks
 WHERE id = %(id)s;
 
+-- name: lock_task_id
+-- Held until commit: concurrent enqueues of one client-chosen id (a retry racing its first
+-- attempt) run one after the other, and the later ones find the task the first one created.
+SELECT pg_advisory_xact_lock(hashtextextended(%(id)s, 7428));
+
 -- name: select_task_for_update
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
        started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version

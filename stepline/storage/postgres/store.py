@@ -297,6 +297,9 @@ class PostgresTransaction:
     async def insert_task(self, task: records.TaskRecord) -> bool:
         return (await self._execute("insert_task", rows.task_params(task))).rowcount == 1
 
+    async def lock_task_id(self, task_id: str) -> None:
+        await self._execute("lock_task_id", {"id": task_id})
+
     async def lock_task(self, task_id: str) -> records.TaskRecord | None:
         row = await self._fetchone("select_task_for_update", {"id": task_id})
         return None if row is None else rows.task_record(row)

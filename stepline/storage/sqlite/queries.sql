@@ -345,6 +345,10 @@ SELECT id, kind, owner, status, event_id, run_id, progress, message, result, err
 FROM tasks
 WHERE id = :id;
 
+-- name: lock_task_id
+-- SQLite runs one write transaction at a time: two enqueues of one id are already exclusive.
+SELECT 1;
+
 -- name: select_task_for_update
 -- SQLite's write transaction already excludes every other writer.
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,

@@ -234,6 +234,9 @@ class SQLiteTransaction:
     async def insert_task(self, task: records.TaskRecord) -> bool:
         return self._live().count("insert_task", rows.task_params(task)) == 1
 
+    async def lock_task_id(self, task_id: str) -> None:
+        self._live().execute("lock_task_id", {"id": task_id})
+
     async def lock_task(self, task_id: str) -> records.TaskRecord | None:
         row = self._live().one("select_task_for_update", {"id": task_id})
         return None if row is None else rows.task_record(row)
