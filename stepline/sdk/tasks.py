@@ -41,7 +41,8 @@ class Quota:
 
     feature: str
     limit: int
-    window: timedelta
+    window: timedelta | float | str
+    """Always a ``timedelta`` once built (seconds and time strings are converted)."""
     refund_on_failure: bool = False
 
     def __post_init__(self) -> None:
@@ -51,7 +52,7 @@ class Quota:
             raise errors.ConfigurationError(
                 f"Quota(limit=...) must be a whole number of at least 1 (got {self.limit!r})"
             )
-        window: object = self.window  # the annotation promises a timedelta; callers may pass more
+        window: object = self.window
         if not isinstance(window, timedelta):
             if not isinstance(window, int | float | str) or isinstance(window, bool):
                 raise errors.ConfigurationError(
@@ -69,7 +70,7 @@ class Quota:
         return {
             "feature": self.feature,
             "limit": self.limit,
-            "window": durations.format_duration_ms(round(self.window.total_seconds() * 1000)),
+            "window": durations.format_duration_ms(durations.to_milliseconds(self.window)),
             "refund_on_failure": self.refund_on_failure,
         }
 

@@ -50,6 +50,9 @@ _CHECK_AFTER_IDLE = 1.0
 """Seconds a pooled connection may sit unused before checkout pings it first."""
 
 _CONNECT_TIMEOUT = 10
+_CHECKOUT_TIMEOUT = 5.0
+"""Seconds a caller waits for a pooled connection (psycopg_pool's default is 30). With the
+database down, a request must fail with 503 well before an HTTP client gives up on it."""
 """Seconds libpq waits for a server, unless the URL or ``PGCONNECT_TIMEOUT`` says otherwise."""
 _URL_PASSWORD = re.compile(r"(://[^:/@?#]*:)[^@/?#]*@")
 
@@ -419,6 +422,7 @@ class PostgresStore:
             open=False,
             check=freshness.check,
             name=f"stepline {where}",
+            timeout=_CHECKOUT_TIMEOUT,
         )
         opened = cls(conninfo, where, pool, freshness)
         try:
