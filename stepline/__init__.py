@@ -26,6 +26,17 @@ from stepline.errors import (
 from stepline.sdk.client import Stepline
 from stepline.sdk.context import Context, ContextSync
 from stepline.sdk.events import Event
+from stepline.sdk.flow import (
+    Batch,
+    CancelOn,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+    Timeouts,
+)
 from stepline.sdk.function import Function
 from stepline.sdk.triggers import on_cron, on_event
 
@@ -33,9 +44,13 @@ if TYPE_CHECKING:
     from stepline.engine.engine import Engine, Run, SendResult
 
 __all__ = [
+    "Batch",
+    "CancelOn",
+    "Concurrency",
     "ConfigurationError",
     "Context",
     "ContextSync",
+    "Debounce",
     "Engine",
     "Event",
     "EventSendError",
@@ -44,16 +59,21 @@ __all__ = [
     "FunctionNotFoundError",
     "NonDeterminismError",
     "NonRetriableError",
+    "Priority",
+    "RateLimit",
     "RetryAfterError",
     "Run",
     "RunNotFoundError",
     "RunTimeoutError",
     "SendResult",
     "SerializationError",
+    "Singleton",
     "StepError",
     "Stepline",
     "SteplineError",
     "StorageError",
+    "Throttle",
+    "Timeouts",
     "on_cron",
     "on_event",
 ]
