@@ -259,7 +259,9 @@ def runs_rerun(run_id: str, url: str, signing_key: str | None) -> None:
 
 
 @runs.command("list")
-@click.option("--status", default=None, help="Only runs in this status: queued, running, completed, failed, cancelled.")
+@click.option(
+    "--status", default=None, help="Only runs in this status: queued, running, completed, failed, cancelled, skipped."
+)
 @click.option("--function", "function_id", default=None, help="Only runs of this function (<app id>-<function id>).")
 @click.option("--limit", type=int, default=50, show_default=True, help=f"Runs per page, 1 to {_MAX_PAGE}.")
 @click.option("--cursor", default=None, help="Show the page after the one that printed this cursor.")

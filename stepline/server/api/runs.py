@@ -162,7 +162,8 @@ async def list_runs(
         str | None, Query(description="Only runs of this function (`<app id>-<function id>`).")
     ] = None,
     status: Annotated[
-        str | None, Query(description="Only runs in this status: queued, running, completed, failed or cancelled.")
+        str | None,
+        Query(description="Only runs in this status: queued, running, completed, failed, cancelled or skipped."),
     ] = None,
     event_id: Annotated[str | None, Query(description="Only runs started by this event (its `internal_id`).")] = None,
     after: Annotated[str | None, Query(description=f"Only runs created at or after this time: {_TIME_HELP}.")] = None,
