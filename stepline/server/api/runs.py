@@ -59,7 +59,7 @@ class RunSummary(BaseModel):
     started_at: int | None = Field(description="When the first call to the function began (epoch ms).")
     ended_at: int | None = Field(description="When the run completed, failed or was cancelled (epoch ms).")
     step_count: int = Field(description="Steps recorded so far.")
-    error: RunError | None = Field(description="Why the run failed or was cancelled.")
+    error: RunError | None = Field(description="Why the run failed, was cancelled or was skipped.")
 
 
 class RunPage(BaseModel):
