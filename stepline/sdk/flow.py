@@ -6,7 +6,8 @@ part of the function's sync configuration, in exactly the JSON shape the Inngest
 uses (``inngest-wire.md`` section 3.4, and what the ``inngest`` Python SDK sends), so a
 server treats a function defined here and one defined with an Inngest SDK alike.
 
-Durations are ``timedelta`` values of whole seconds, at least one second; on the wire they
+Durations are ``timedelta`` values or time strings (``"30s"``, ``"1h30m"``) of whole seconds, at
+least one second (a bare number is refused: Inngest's SDK reads it as milliseconds); on the wire they
 are written in the largest unit that divides them (``"90s"``, ``"2m"``, ``"1d"``), as the
 Inngest SDK writes them.
 """
@@ -19,7 +20,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from stepline import errors
-from stepline.protocol import expressions
+from stepline.protocol import durations, expressions
 from stepline.sdk import events as events_
 
 MAX_CONCURRENCY_LIMITS = 2
@@ -29,18 +30,29 @@ MAX_RATE_LIMIT_PERIOD = timedelta(hours=24)
 _WIRE_UNITS: tuple[tuple[int, str], ...] = ((604_800, "w"), (86_400, "d"), (3_600, "h"), (60, "m"), (1, "s"))
 
 
-def duration_to_wire(option: str, field: str, value: object) -> str:
-    """``value`` (a timedelta of whole seconds, at least 1 s) as a protocol time string."""
+def duration_seconds(option: str, field: str, value: object) -> int:
+    """``value`` (a timedelta or time string) in whole seconds, refusing anything under 1 s."""
+    if isinstance(value, str):
+        try:
+            value = timedelta(milliseconds=durations.parse_duration_ms(value))
+        except errors.ConfigurationError as exc:
+            raise errors.ConfigurationError(f"{option}: {field}: {exc}") from None
     if not isinstance(value, timedelta):
         raise errors.ConfigurationError(
-            f"{option}: {field} must be a datetime.timedelta (got {type(value).__name__} {value!r})"
+            f"{option}: {field} must be a datetime.timedelta or a time string such as '30s'"
+            f" (got {type(value).__name__} {value!r})"
         )
     seconds = value.total_seconds()
     if seconds < 1:
         raise errors.ConfigurationError(f"{option}: {field} must be at least 1 second (got {value})")
     if seconds != int(seconds):
         raise errors.ConfigurationError(f"{option}: {field} must be a whole number of seconds (got {value})")
-    whole = int(seconds)
+    return int(seconds)
+
+
+def duration_to_wire(option: str, field: str, value: object) -> str:
+    """``value`` as a protocol time string in the largest unit that divides it (``"90s"``, ``"2m"``)."""
+    whole = duration_seconds(option, field, value)
     for size, unit in _WIRE_UNITS:
         if whole % size == 0:
             return f"{whole // size}{unit}"
@@ -101,7 +113,7 @@ class Throttle:
     beyond the rate wait their turn, none is dropped."""
 
     limit: int
-    period: timedelta
+    period: timedelta | str
     burst: int = 1
     key: str | None = None
 
@@ -122,13 +134,12 @@ class RateLimit:
     and recorded as skipped, with the reason."""
 
     limit: int
-    period: timedelta
+    period: timedelta | str
     key: str | None = None
 
     def __post_init__(self) -> None:
         check_limit("rate_limit", "limit", self.limit)
-        duration_to_wire("rate_limit", "period", self.period)
-        if self.period > MAX_RATE_LIMIT_PERIOD:
+        if duration_seconds("rate_limit", "period", self.period) > MAX_RATE_LIMIT_PERIOD.total_seconds():
             raise errors.ConfigurationError(f"rate_limit: period must be at most 24 hours (got {self.period})")
         _optional_key("rate_limit", self.key)
 
@@ -143,13 +154,12 @@ class Debounce:
     """One run, with the last event, once no event came for ``period`` (per ``key``); or at the
     latest ``timeout`` after the first event of the quiet-period window."""
 
-    period: timedelta
+    period: timedelta | str
     key: str | None = None
-    timeout: timedelta | None = None
+    timeout: timedelta | str | None = None
 
     def __post_init__(self) -> None:
-        duration_to_wire("debounce", "period", self.period)
-        if self.period > MAX_DEBOUNCE_PERIOD:
+        if duration_seconds("debounce", "period", self.period) > MAX_DEBOUNCE_PERIOD.total_seconds():
             raise errors.ConfigurationError(f"debounce: period must be at most 7 days (got {self.period})")
         if self.timeout is not None:
             duration_to_wire("debounce", "timeout", self.timeout)
@@ -167,7 +177,7 @@ class Batch:
     which ``if_exp`` is false run alone, unbatched."""
 
     max_size: int
-    timeout: timedelta
+    timeout: timedelta | str
     key: str | None = None
     if_exp: str | None = None
 
@@ -222,7 +232,7 @@ class CancelOn:
 
     event: str
     if_exp: str | None = None
-    timeout: timedelta | None = None
+    timeout: timedelta | str | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -244,8 +254,8 @@ class Timeouts:
     """Cancel a run not started within ``start`` of being due, or not finished within
     ``finish`` of starting; the run's error says which."""
 
-    start: timedelta | None = None
-    finish: timedelta | None = None
+    start: timedelta | str | None = None
+    finish: timedelta | str | None = None
 
     def __post_init__(self) -> None:
         if self.start is None and self.finish is None:

@@ -294,6 +294,15 @@ def test_bad_options_of_client_function_are_refused_naming_the_function(options:
         define(**options)
 
 
+def test_durations_may_be_time_strings() -> None:
+    config = stepline_config(
+        debounce=stepline.Debounce(period="90s", timeout="1h"), timeouts=stepline.Timeouts(finish="1h30m")
+    )
+    assert config == {"debounce": {"period": "90s", "timeout": "1h"}, "timeouts": {"finish": "90m"}}
+    with pytest.raises(stepline.ConfigurationError, match="debounce: period: invalid duration 'soon'"):
+        stepline.Debounce(period="soon")
+
+
 def test_a_single_option_may_stand_for_a_list() -> None:
     config = stepline_config(concurrency=stepline.Concurrency(limit=2), cancel_on=stepline.CancelOn(event="a/b"))
     assert config == {"concurrency": [{"limit": 2}], "cancel": [{"event": "a/b"}]}
