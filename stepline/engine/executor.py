@@ -207,6 +207,11 @@ class Executor:
             return
         if run.status is records.RunStatus.QUEUED:
             await self._applier.mark_running(run.id)
+            if fn.flow.changes_queued_runs:  # the run as it started: all of its batch, or skipped
+                run = await self._db.get_run(run.id)
+                if run is None or run.status.is_terminal:
+                    await self._applier.drop(item)
+                    return
         await self._call(item, run, fn)
 
     async def _call(self, item: records.QueueItem, run: records.RunRecord, fn: registry_.FunctionSpec) -> None:

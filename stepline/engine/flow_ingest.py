@@ -46,6 +46,10 @@ def group_key(source: str | None, event: dict[str, Any]) -> str:
         value = expressions.evaluate(source, {"event": event})
     except errors.ExpressionError:
         value = None
+    return _key_text(value)
+
+
+def _key_text(value: object) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     if len(text) > MAX_KEY_LENGTH:
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
@@ -185,11 +189,13 @@ async def _claim_key(
     try:
         value = expressions.evaluate(source, {"event": event})
     except errors.ExpressionError:
-        logger.warning("idempotency key %r of %s failed for event %s; starting the run", source, fn.id, event.get("id"))
+        value = None
+    if value is None:
+        logger.info(
+            "idempotency key %r of %s has no value for event %s; starting the run", source, fn.id, event.get("id")
+        )
         return True
-    key = "idempotency:" + group_key(source, event) if value is not None else None
-    if key is None:
-        return True
+    key = "idempotency:" + _key_text(value)
     return await tx.claim_idempotency_key(fn.id, key, run.id, now, now + IDEMPOTENCY_WINDOW_MS)
 
 

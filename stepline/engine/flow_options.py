@@ -78,9 +78,10 @@ class IngestFlow:
         return self != _NONE
 
     @property
-    def shapes_starts(self) -> bool:
-        """True when starting a run needs more than inserting it with its start item."""
-        return self.active and self != IngestFlow(idempotency=self.idempotency)
+    def changes_queued_runs(self) -> bool:
+        """True when ingest may change a run that is still queued (a debounced run replaced, a
+        batch grown): the executor then re-reads the run once it has marked it started."""
+        return self.debounce is not None or self.batch is not None
 
 
 _NONE = IngestFlow()

@@ -55,6 +55,22 @@ async def test_idempotency_key_starts_one_run_per_key_per_day(database_url: str)
     assert seen == ["first", "other", "later"]
 
 
+async def test_events_without_an_idempotency_key_are_not_deduplicated(database_url: str) -> None:
+    client = stepline.Stepline(app_id="flow-idem-missing")
+    calls: Counter[str] = Counter()
+
+    @client.function(id="charge", trigger=stepline.on_event("test/charge"), idempotency="event.data.request_id")
+    async def charge(ctx: stepline.Context) -> None:
+        calls["charge"] += 1
+
+    async with TestEngine(client, [charge], database_url=database_url) as engine:
+        results = [await engine.send(stepline.Event("test/charge", {"amount": 5})) for _ in range(2)]
+        await engine.run_until_idle()
+
+    assert [len(result.run_ids) for result in results] == [1, 1]
+    assert calls == {"charge": 2}
+
+
 # rate limit
 async def test_rate_limit_skips_runs_beyond_the_rate_and_records_why(database_url: str) -> None:
     client = stepline.Stepline(app_id="flow-rate")
