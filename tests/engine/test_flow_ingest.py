@@ -409,8 +409,11 @@ async def test_batch_runs_once_for_a_full_batch_and_once_at_the_timeout(database
         assert batches == [[0, 1, 2]]  # full: started at once
         await engine.advance(timedelta(seconds=6))
         runs = await runs_in(engine, RunStatus.COMPLETED)
+        first = await get_run(engine, runs[0].id)
 
     assert batches == [[0, 1, 2], [3, 4]]
+    assert [event["data"]["n"] for event in first.events] == [0, 1, 2]
+    assert first.event == first.events[0]
     assert [run.output for run in runs] == [3, 2]
     assert [result.run_ids[0] for result in sent] == [runs[0].id] * 3 + [runs[1].id] * 2
 
