@@ -113,7 +113,8 @@ def test_the_cli_lists_skipped_runs(database_url: str) -> None:
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if "flowsync-fn" in line]
     assert len(lines) == 1
-    assert "skipped" in lines[0]
+    assert lines[0].split()[1:3] == ["skipped", "flowsync-fn"]
+    assert lines[0].endswith("  rate limit: more than 1 run(s) per 1h")
 
 
 async def test_an_embedded_engine_refuses_a_function_with_a_bad_combination(tmp_path: Any) -> None:
