@@ -304,6 +304,36 @@ async def test_timeouts_finish_counts_from_the_start_not_from_the_event(database
     assert run.output == "done"
 
 
+async def test_timeouts_finish_waits_for_a_run_that_started_late(database_url: str) -> None:
+    client = stepline.Stepline(app_id="flow-finish-held")
+
+    @client.function(
+        id="held",
+        trigger=stepline.on_event("test/held"),
+        timeouts=stepline.Timeouts(finish=timedelta(minutes=1)),
+    )
+    async def held(ctx: stepline.Context) -> str:
+        await ctx.step.sleep("nap", ctx.event.data["nap"])
+        return "done"
+
+    async with TestEngine(client, [held], database_url=database_url) as engine:
+        in_time = await start(engine, "test/held", {"nap": 45})
+        too_long = await start(engine, "test/held", {"nap": 70})
+        # A worker claims both starts and dies: the runs start 30 s late, when the lease expires.
+        now = engine.fake_clock.now_ms()
+        assert len(await engine.store.claim(now, 2, now + 30_000)) == 2
+        await engine.advance(timedelta(minutes=3))  # the timers first fire at 60 s, before the deadlines
+        quick, slow = await get_run(engine, in_time), await get_run(engine, too_long)
+
+    assert quick.started_at is not None
+    assert quick.started_at - quick.created_at == 30_000
+    assert quick.status is RunStatus.COMPLETED  # started at 30 s, finished at 75 s: within the minute
+    assert quick.output == "done"
+    assert slow.status is RunStatus.CANCELLED
+    assert slow.ended_at is not None
+    assert slow.ended_at - slow.created_at == 90_000  # a minute after it started, not after it was sent
+
+
 async def test_timeouts_start_cancels_a_run_not_started_in_time(database_url: str) -> None:
     client = stepline.Stepline(app_id="flow-start")
     calls: Counter[str] = Counter()
