@@ -493,6 +493,7 @@ def test_batch_gives_one_run_the_events_of_a_full_batch(stack: Stack, flow_case:
     run = stack.api.wait_for_run(run_ids.pop())
     assert run["status"] == "completed", run
     assert run["output"] == {"numbers": [1, 2, 3]}
+    assert [event["data"]["n"] for event in run["events"]] == [1, 2, 3]
 
 
 def test_batch_starts_at_its_timeout_when_not_full(stack: Stack, flow_case: FlowCase) -> None:
