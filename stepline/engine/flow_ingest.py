@@ -142,7 +142,7 @@ def _cancel_pause(run: records.RunRecord, index: int, cancel: flow_options.Cance
         run_id=run.id,
         step_id=f"cancel:{index}",
         kind=records.PauseKind.CANCEL,
-        expires_at=now + (cancel.timeout_ms or DEFAULT_CANCEL_MS),
+        expires_at=cancel.until_ms if cancel.until_ms is not None else now + (cancel.timeout_ms or DEFAULT_CANCEL_MS),
         created_at=now,
         timeout_item_id="",  # none: expiry is checked when a matching event arrives
         event_name=cancel.event,

@@ -10,6 +10,7 @@ Concurrency, throttle and priority are enforced when items are claimed, not here
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from typing import Any
 
 from stepline import errors
@@ -47,6 +48,9 @@ class CancelSpec:
     event: str
     if_exp: str | None
     timeout_ms: int | None
+    until_ms: int | None = None
+    """An absolute end instead of ``timeout_ms``: the TypeScript SDK sends a ``Date`` timeout as
+    an ISO-8601 time."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -194,13 +198,23 @@ def _cancel(read: _Reader, raw: object) -> tuple[CancelSpec, ...]:
         field = f"cancel[{index}]"
         if not isinstance(item, dict) or not isinstance(item.get("event"), str) or not item["event"]:
             raise read.fail(field, f"needs a non-empty string 'event' (got {item!r})")
-        specs.append(
-            CancelSpec(
-                event=item["event"],
-                if_exp=read.expression(item.get("if"), f"{field}.if"),
-                timeout_ms=read.optional_duration(
-                    item.get("timeout"), f"{field}.timeout", maximum=MAX_CANCEL_TIMEOUT_MS
-                ),
-            )
-        )
+        if_exp = read.expression(item.get("if"), f"{field}.if")
+        until_ms = _iso_time_ms(item.get("timeout"))
+        timeout_ms = None
+        if until_ms is None:
+            timeout_ms = read.optional_duration(item.get("timeout"), f"{field}.timeout", maximum=MAX_CANCEL_TIMEOUT_MS)
+        specs.append(CancelSpec(item["event"], if_exp, timeout_ms, until_ms))
     return tuple(specs)
+
+
+def _iso_time_ms(value: object) -> int | None:
+    """Epoch milliseconds of an ISO-8601 time with a zone (``"2026-01-01T00:00:00Z"``), else None."""
+    if not isinstance(value, str) or "T" not in value:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return int(moment.timestamp() * 1000)

@@ -134,3 +134,23 @@ async def test_an_embedded_engine_refuses_a_function_with_a_bad_combination(tmp_
     tampered = dataclasses.replace(fn, flow=both)
     with pytest.raises(stepline.ConfigurationError, match="function 'flowsync-fn': debounce: cannot be combined"):
         stepline.Engine(client, [tampered], database_url=f"sqlite:///{tmp_path}/x.db")
+
+
+async def test_cancel_timeouts_may_be_iso_times_as_the_typescript_sdk_sends_them(server: support.Server) -> None:
+    config = function_config(
+        cancel=[
+            {"event": "flow/stop", "if": "async.data.id == event.data.id", "timeout": "2999-01-01T00:00:00.000Z"},
+            {"event": "flow/stop-old", "timeout": "2000-01-01T00:00:00Z"},
+        ]
+    )
+    synced = await server.client.post("/fn/register", json=payload(config))
+    assert synced.status_code == 200, synced.text
+    sent = support.json_of(await server.client.post("/e/dev-key", json=[{"name": "flow/ev", "data": {"id": 1}}] * 2))
+    first, second = sent["run_ids"]
+
+    await server.client.post("/e/dev-key", json={"name": "flow/stop-old", "data": {}})  # its listener expired in 2000
+    await server.client.post("/e/dev-key", json={"name": "flow/stop", "data": {"id": 1}})
+
+    runs = [support.json_of(await server.client.get(f"/v1/runs/{run_id}"))["data"] for run_id in (first, second)]
+    assert [run["status"] for run in runs] == ["cancelled", "cancelled"]
+    assert {run["error"]["message"].split(" (")[0] for run in runs} == {"cancel_on: event 'flow/stop'"}
