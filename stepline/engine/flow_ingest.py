@@ -66,6 +66,7 @@ async def start_runs(
     each function's flow control; returns the ids of the runs that will execute, in order."""
     started: list[str] = []
     plain: list[records.RunRecord] = []
+    await _lock_in_order(tx, planned)
     for fn, run in planned:
         if not fn.flow.active:
             plain.append(run)
@@ -77,6 +78,32 @@ async def start_runs(
     await tx.insert_runs(plain)
     await tx.enqueue_many([transitions.discover_item(run, now) for run in plain])
     return started
+
+
+async def _lock_in_order(
+    tx: store.Transaction, planned: list[tuple[registry_.FunctionSpec, records.RunRecord]]
+) -> None:
+    """Lock every flow key these runs will use, in one sorted order, when there are several.
+
+    Two batches of events taking the same keys in opposite orders would otherwise deadlock on
+    PostgreSQL (one transaction aborted, its events refused). Locking a row again later in the
+    same transaction costs nothing more than the statement.
+    """
+    keys: set[tuple[str, str, str]] = set()
+    for fn, run in planned:
+        event = run.events[0] if run.events else {}
+        flow = fn.flow
+        for kind, spec in (
+            ("rate_limit", flow.rate_limit),
+            ("batch", flow.batch),
+            ("singleton", flow.singleton),
+            ("debounce", flow.debounce),
+        ):
+            if spec is not None:
+                keys.add((fn.id, kind, group_key(spec.key, event)))
+    if len(keys) > 1:
+        for function_id, kind, key in sorted(keys):
+            await tx.lock_flow_key(function_id, kind, key)
 
 
 async def _admit(

@@ -91,3 +91,25 @@ async def test_batches_take_every_event_once_across_engines(
     assert numbers == list(range(SENDS))  # none lost, none twice
     assert max(sizes) <= 5
     assert sizes == [4, 5, 5, 5, 5]  # each batch filled before the next opened
+
+
+async def test_batches_of_events_locking_keys_in_opposite_orders_all_get_through(database_url: str) -> None:
+    client, fn = define(rate_limit=stepline.RateLimit(limit=1000, period=timedelta(hours=1), key="event.data.group"))
+    clock = clock_.FakeClock()
+    async with AsyncExitStack() as stack:
+        pair = [
+            await stack.enter_async_context(
+                stepline.Engine(client, [fn], database_url=database_url, clock=clock, background=False)
+            )
+            for _ in range(2)
+        ]
+        groups = ["a", "b", "c", "d"]
+        sends = [
+            pair[n % 2].send([stepline.Event("shared/ev", {"group": g}) for g in (groups if n % 2 else groups[::-1])])
+            for n in range(SENDS)
+        ]
+        results = await asyncio.gather(*sends)
+        runs = await pair[0].store.list_runs(limit=500)
+
+    assert all(len(result.run_ids) == len(groups) for result in results)
+    assert by_status(runs) == {RunStatus.QUEUED: SENDS * len(groups)}
