@@ -29,6 +29,17 @@ from stepline.errors import (
 from stepline.sdk.client import Stepline
 from stepline.sdk.context import Context, ContextSync
 from stepline.sdk.events import Event
+from stepline.sdk.flow import (
+    Batch,
+    CancelOn,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+    Timeouts,
+)
 from stepline.sdk.function import Function
 from stepline.sdk.tasks import Quota, Task, TaskPage
 from stepline.sdk.triggers import on_cron, on_event
@@ -37,9 +48,13 @@ if TYPE_CHECKING:
     from stepline.engine.engine import Engine, Run, SendResult
 
 __all__ = [
+    "Batch",
+    "CancelOn",
+    "Concurrency",
     "ConfigurationError",
     "Context",
     "ContextSync",
+    "Debounce",
     "Engine",
     "Event",
     "EventSendError",
@@ -48,14 +63,17 @@ __all__ = [
     "FunctionNotFoundError",
     "NonDeterminismError",
     "NonRetriableError",
+    "Priority",
     "Quota",
     "QuotaExceeded",
+    "RateLimit",
     "RetryAfterError",
     "Run",
     "RunNotFoundError",
     "RunTimeoutError",
     "SendResult",
     "SerializationError",
+    "Singleton",
     "StepError",
     "Stepline",
     "SteplineError",
@@ -64,6 +82,8 @@ __all__ = [
     "TaskConflictError",
     "TaskNotFoundError",
     "TaskPage",
+    "Throttle",
+    "Timeouts",
     "on_cron",
     "on_event",
 ]

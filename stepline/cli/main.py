@@ -259,7 +259,9 @@ def runs_rerun(run_id: str, url: str, signing_key: str | None) -> None:
 
 
 @runs.command("list")
-@click.option("--status", default=None, help="Only runs in this status: queued, running, completed, failed, cancelled.")
+@click.option(
+    "--status", default=None, help="Only runs in this status: queued, running, completed, failed, cancelled, skipped."
+)
 @click.option("--function", "function_id", default=None, help="Only runs of this function (<app id>-<function id>).")
 @click.option("--limit", type=int, default=50, show_default=True, help=f"Runs per page, 1 to {_MAX_PAGE}.")
 @click.option("--cursor", default=None, help="Show the page after the one that printed this cursor.")
@@ -267,14 +269,28 @@ def runs_rerun(run_id: str, url: str, signing_key: str | None) -> None:
 def runs_list(
     status: str | None, function_id: str | None, limit: int, cursor: str | None, url: str, signing_key: str | None
 ) -> None:
-    """List runs, newest first: id, status, function and creation time (UTC), then the next page's cursor."""
+    """List runs, newest first: id, status, function and creation time (UTC), and why a skipped or
+    cancelled run was; then the next page's cursor."""
     known = [value.value for value in records.RunStatus]
     if status is not None and status.lower() not in known:
         _fail(f"--status must be one of {', '.join(known)} (got {status!r})", 2)
     query = _page_query(limit, cursor, status=status and status.lower(), function_id=function_id)
     answer = _request("GET", f"{url.rstrip('/')}/v1/runs?{query}", signing_key)
-    lines = [(run["id"], run["status"], run["function_id"], _utc(run["created_at"])) for run in answer["data"]]
+    lines = [
+        (run["id"], run["status"], run["function_id"], _utc(run["created_at"]), *_stop_reason(run))
+        for run in answer["data"]
+    ]
     _print_page(lines, answer.get("cursor"), "runs")
+
+
+def _stop_reason(run: dict[str, Any]) -> tuple[str, ...]:
+    """Why flow control (or a person) stopped a run, as a last column: a skipped run's or a
+    cancelled run's error message, on one line."""
+    error = run.get("error")
+    if run.get("status") not in ("skipped", "cancelled") or not isinstance(error, dict):
+        return ()
+    message = " ".join(str(error.get("message") or "").split())
+    return (message,) if message else ()
 
 
 @main.group()

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from stepline import errors
-from stepline.engine import backoff, transitions
+from stepline.engine import backoff, flow_timers, transitions
 from stepline.engine import clock as clock_
 from stepline.engine import ingest as ingest_
 from stepline.engine import registry as registry_
@@ -211,6 +211,10 @@ class Applier:
                 await self._require_complete(tx, item)
             await tx.update_run(run)
 
+    async def flow_timeout(self, item: records.QueueItem) -> bool:
+        """A ``timeouts`` timer is due (``engine.flow_timers``); True if it cancelled the run."""
+        return await flow_timers.fire(self._db, self._registry, self._ingestor, self._clock, item)
+
     # internals
     async def _require_complete(self, tx: store.Transaction, item: records.QueueItem) -> None:
         if not await tx.complete_item(item.id, item.claims):
@@ -248,6 +252,7 @@ class Applier:
         error: dict[str, Any] | None = None,
     ) -> None:
         lifecycle = await transitions.end_run(tx, run, status, now, output=output, error=error)
+        await flow_timers.clean_up(tx, self._registry.get(run.function_id), run)
         try:
             await self._ingestor.ingest_lifecycle(tx, lifecycle, now)
         except errors.SerializationError:

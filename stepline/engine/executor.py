@@ -16,7 +16,7 @@ from collections.abc import Callable
 from stepline import errors
 from stepline.engine import apply as apply_
 from stepline.engine import clock as clock_
-from stepline.engine import dispatch, transitions
+from stepline.engine import dispatch, flow_timers, transitions
 from stepline.engine import registry as registry_
 from stepline.protocol import models, responses
 from stepline.sdk import replay
@@ -188,6 +188,10 @@ class Executor:
         if item.kind is records.ItemKind.PAUSE_TIMEOUT:
             await self._applier.pause_timeout(item)
             return
+        if item.kind in flow_timers.KINDS:
+            if await self._applier.flow_timeout(item):
+                self._on_run_ended(item.run_id)
+            return
         run = await self._db.get_run(item.run_id)
         if run is None or run.status.is_terminal:
             await self._applier.drop(item)
@@ -203,6 +207,11 @@ class Executor:
             return
         if run.status is records.RunStatus.QUEUED:
             await self._applier.mark_running(run.id)
+            if fn.flow.changes_queued_runs:  # the run as it started: all of its batch, or skipped
+                run = await self._db.get_run(run.id)
+                if run is None or run.status.is_terminal:
+                    await self._applier.drop(item)
+                    return
         await self._call(item, run, fn)
 
     async def _call(self, item: records.QueueItem, run: records.RunRecord, fn: registry_.FunctionSpec) -> None:

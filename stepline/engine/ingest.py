@@ -11,9 +11,9 @@ import dataclasses
 from typing import Any
 
 from stepline import errors
+from stepline.engine import flow_ingest, transitions
 from stepline.engine import registry as registry_
 from stepline.engine import tasks as tasks_
-from stepline.engine import transitions
 from stepline.protocol import expressions, jsonvalue
 from stepline.storage import records, store
 
@@ -175,6 +175,8 @@ class Ingestor:
         winners = [plan for plan, won in zip(planned, claimed, strict=True) if won]
         if task_id is not None and winners:
             winners[0].task_id = task_id
+        if any(plan.fn.flow.active for plan in winners):  # rate limits, debounce, batches...
+            return await flow_ingest.start_runs(tx, self, [(plan.fn, plan.to_run(now)) for plan in winners], now)
         runs = [plan.to_run(now) for plan in winners]
         await tx.insert_runs(runs)
         await tx.enqueue_many([transitions.discover_item(run, now) for run in runs])
@@ -221,6 +223,9 @@ class Ingestor:
         if name not in listeners:  # one lookup per event name per batch
             listeners[name] = await tx.pauses_for_event(name)
         for pause in listeners[name]:
+            if pause.kind is records.PauseKind.CANCEL:
+                await flow_ingest.cancel_if_matches(tx, self, pause, wire, now, depth)
+                continue
             if pause.kind is not records.PauseKind.WAIT or pause.created_at > now:
                 continue
             variables = {"event": pause.event or {}, "async": wire}

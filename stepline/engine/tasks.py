@@ -158,13 +158,25 @@ async def enqueue(tx: store.Transaction, ingestor: ingest_.Ingestor, request: Ta
             f"event id {event['id']!r} already started the functions event {event.get('name')!r} triggers "
             "(in the last 24 hours); a task needs a new run: leave the event id out, or use a new one"
         )
+    run_id = result.task_run_id
+    turned_away = None
+    if run_id is not None and run_id not in result.run_ids:
+        # Flow control did not start the task's run: skipped (rate limit), folded into another
+        # run (a batch) or deduplicated (an idempotency key). The task fails at once, saying why.
+        skipped = await tx.lock_run(run_id)
+        turned_away = _reason(
+            skipped.error if skipped is not None else None,
+            "flow control did not start a run for this task (its event joined a batch or matched an "
+            "idempotency key already used): tasks need functions that start a run per event",
+        )
+        run_id = skipped.id if skipped is not None else None
     task = records.TaskRecord(
         id=task_id,
         kind=request.kind,
         owner=request.owner,
         status=records.TaskStatus.PENDING,
         event_id=result.internal_ids[0],
-        run_id=result.task_run_id,
+        run_id=run_id,
         created_at=now,
         updated_at=now,
         pending_deadline=now + request.pending_timeout_ms,
@@ -175,6 +187,8 @@ async def enqueue(tx: store.Transaction, ingestor: ingest_.Ingestor, request: Ta
     if not await tx.insert_task(task):
         # Another transaction created this id between our lock and insert (a concurrent retry).
         raise errors.TaskConflictError(f"task id {task_id!r} was created concurrently; retry to read it")
+    if turned_away is not None:
+        await _finish(tx, task, records.TaskStatus.FAILED, now, error=turned_away)
     return Enqueued(task, created=True)
 
 
@@ -207,6 +221,10 @@ async def run_ended(tx: store.Transaction, run: records.RunRecord, now: int) -> 
         return  # an older run of a task that was rerun since
     if run.status is records.RunStatus.COMPLETED:
         await _finish(tx, task, records.TaskStatus.COMPLETE, now, result=run.output)
+    elif run.status is records.RunStatus.SKIPPED:
+        await _finish(
+            tx, task, records.TaskStatus.FAILED, now, error=_reason(run.error, "flow control skipped the run")
+        )
     elif run.status is records.RunStatus.CANCELLED:
         await _finish(tx, task, records.TaskStatus.CANCELLED, now, error=_reason(run.error, "the run was cancelled"))
     else:

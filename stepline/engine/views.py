@@ -42,6 +42,8 @@ class Run:
     created_at: int
     started_at: int | None
     ended_at: int | None
+    events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Every triggering event: one, or the whole batch of a ``batch_events`` function."""
 
     @classmethod
     def from_records(cls, run: records.RunRecord, steps: Sequence[records.StepRecord]) -> Run:
@@ -56,6 +58,7 @@ class Run:
             created_at=run.created_at,
             started_at=run.started_at,
             ended_at=run.ended_at,
+            events=run.events,
         )
 
 

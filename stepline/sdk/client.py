@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from stepline import errors
 from stepline.sdk import events as events_
+from stepline.sdk import flow as flow_
 from stepline.sdk import function as function_
 from stepline.sdk import settings as settings_
 from stepline.sdk import tasks as tasks_
@@ -68,9 +69,38 @@ class Stepline:
         retries: int | None = None,
         on_failure: function_.Handler | function_.Function | None = None,
         name: str | None = None,
+        concurrency: Sequence[flow_.Concurrency] | None = None,
+        throttle: flow_.Throttle | None = None,
+        rate_limit: flow_.RateLimit | None = None,
+        debounce: flow_.Debounce | None = None,
+        batch_events: flow_.Batch | None = None,
+        priority: flow_.Priority | None = None,
+        cancel_on: Sequence[flow_.CancelOn] | None = None,
+        idempotency: str | None = None,
+        timeouts: flow_.Timeouts | None = None,
+        singleton: flow_.Singleton | None = None,
     ) -> Callable[[function_.Handler], function_.Function]:
-        """Declare a durable function. ``retries=N`` allows N retries per step (N+1 attempts; default 4)."""
+        """Declare a durable function. ``retries=N`` allows N retries per step (N+1 attempts; default 4).
+
+        The flow-control options (``concurrency`` ... ``singleton``, see ``stepline.sdk.flow``)
+        limit, merge and stop the function's runs; each is checked here.
+        """
         function_.validate_id("function", id)
+        try:
+            flow_options = flow_.options(
+                concurrency=concurrency,
+                throttle=throttle,
+                rate_limit=rate_limit,
+                debounce=debounce,
+                batch_events=batch_events,
+                priority=priority,
+                cancel_on=cancel_on,
+                idempotency=idempotency,
+                timeouts=timeouts,
+                singleton=singleton,
+            )
+        except errors.ConfigurationError as exc:
+            raise type(exc)(f"function {id!r}: {exc}") from None
         all_triggers = (trigger, *triggers) if trigger is not None else tuple(triggers)
         for item in all_triggers:
             if not isinstance(item, triggers_.EventTrigger | triggers_.CronTrigger):
@@ -90,6 +120,7 @@ class Stepline:
                 triggers=all_triggers,
                 retries=retry_count,
                 is_async=function_.is_async_handler(handler),
+                flow=flow_options,
             )
             if on_failure is not None:
                 fn = dataclasses.replace(fn, on_failure=function_.make_failure_function(fn, on_failure))

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from stepline import errors
+from stepline.sdk import flow as flow_
 from stepline.sdk import triggers as triggers_
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class Function:
     """The derived function that runs ``on_failure`` when this one fails for good."""
     failure_of: str | None = None
     """For a derived on_failure function: the composite id of the function it watches."""
+    flow: flow_.FlowOptions = dataclasses.field(default_factory=flow_.FlowOptions)
+    """Flow-control options (concurrency, rate limit, debounce...); none by default."""
 
     @property
     def composite_id(self) -> str:
@@ -78,6 +81,7 @@ class Function:
                     "runtime": {"type": "http", "url": url},
                 }
             },
+            **self.flow.to_config(),
         }
 
 

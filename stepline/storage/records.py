@@ -19,10 +19,12 @@ class RunStatus(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    """Never executed: flow control (rate limit, singleton, debounce) decided so; ``error`` says why."""
 
     @property
     def is_terminal(self) -> bool:
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.SKIPPED)
 
 
 class ItemKind(enum.StrEnum):
@@ -36,11 +38,18 @@ class ItemKind(enum.StrEnum):
     """A sleep (``step_id``) is over: record it and continue the run."""
     PAUSE_TIMEOUT = "pause_timeout"
     """A wait or invoke pause (``payload['pause_id']``) expired."""
+    START_TIMEOUT = "start_timeout"
+    """``timeouts.start`` passed: cancel the run if it has not started (``engine.flow_timers``)."""
+    FINISH_TIMEOUT = "finish_timeout"
+    """``timeouts.finish`` may have passed: cancel the run if it has not finished in time."""
 
 
 class PauseKind(enum.StrEnum):
     WAIT = "wait"
     INVOKE = "invoke"
+    CANCEL = "cancel"
+    """A ``cancel_on`` listener: a matching event cancels the run (no timeout item; ``expires_at``
+    is checked when an event arrives, and the pause goes when the run ends)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -160,6 +169,25 @@ class IdempotencyClaim:
     key: str
     run_id: str
     expires_at: int
+
+
+@dataclasses.dataclass(slots=True)
+class FlowKeyRecord:
+    """Flow-control state of one function, option and evaluated key (``engine.flow_ingest``).
+
+    What the fields mean depends on ``kind``: the run holding the key (singleton, the pending
+    debounced run, the open batch), that run's start item, the batch size, when the window
+    opened, and when it is due (debounce, batch) or the rate limit's next allowed time.
+    """
+
+    function_id: str
+    kind: str
+    key: str
+    run_id: str | None = None
+    item_id: str | None = None
+    size: int = 0
+    opened_at: int = 0
+    due_at: int = 0
 
 
 @dataclasses.dataclass(slots=True)

@@ -101,6 +101,20 @@ class Transaction(Protocol):
 
     async def delete_run_pauses(self, run_id: str) -> int: ...
 
+    # flow control at ingest
+    async def lock_flow_key(self, function_id: str, kind: str, key: str) -> records.FlowKeyRecord:
+        """The flow-control row of ``(function_id, kind, key)``, created empty if missing, held
+        against concurrent change until the transaction ends."""
+        ...
+
+    async def update_flow_key(self, row: records.FlowKeyRecord) -> None:
+        """Write the mutable fields of a row read with ``lock_flow_key``."""
+        ...
+
+    async def set_run_events(self, run_id: str, events: Sequence[dict[str, records.JSON]]) -> None:
+        """Replace a run's triggering events (a batch that grew)."""
+        ...
+
     # functions and cron
     async def upsert_function(self, function: records.FunctionRecord) -> None: ...
 

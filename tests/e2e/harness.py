@@ -34,7 +34,7 @@ HOST = "127.0.0.1"
 SIGNING_KEY = "signkey-prod-" + "5eed" * 16
 WRONG_SIGNING_KEY = "signkey-prod-" + "bad0" * 16
 EVENT_KEY = "e2e-event-key"
-ENDED = frozenset({"completed", "failed", "cancelled"})
+ENDED = frozenset({"completed", "failed", "cancelled", "skipped"})
 
 T = TypeVar("T")
 

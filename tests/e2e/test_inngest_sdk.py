@@ -36,6 +36,13 @@ FUNCTIONS = [
     "flaky",
     "long-sleep",
     "slow",
+    "rate-limited",
+    "idempotent",
+    "debounced",
+    "batched",
+    "singleton",
+    "cancellable",
+    "time-boxed",
 ]
 
 
@@ -397,3 +404,127 @@ def test_step_failing_more_than_its_retries_fails_the_run(stack: Stack, runs: Ru
     assert run["status"] == "failed", run
     assert run["error"]["message"] == "wobble 4"
     assert summary(run) == [("wobbly", "run", 4)], "retries=3: four attempts"
+
+
+# flow control configured through the Inngest SDK
+@dataclasses.dataclass(frozen=True)
+class FlowCase:
+    rate: list[dict[str, Any]]
+    idempotent: list[dict[str, Any]]
+    debounced: list[dict[str, Any]]
+    full_batch: list[dict[str, Any]]
+    timed_batch: list[dict[str, Any]]
+    singleton: list[dict[str, Any]]
+    cancellable: str
+    cancel_answer: dict[str, Any]
+    time_boxed: str
+
+
+@pytest.fixture(scope="module")
+def flow_case(stack: Stack, inngest_app: harness.AppProcess) -> FlowCase:
+    """Events sent to each flow-controlled function (keys are fresh tokens); the timed parts
+    (debounce, batch timeout, finish timeout) run meanwhile and the tests wait for them."""
+    api = stack.api
+
+    def burst(name: str, count: int, **data: Any) -> list[dict[str, Any]]:
+        tok = token()
+        return [api.send(name, {"token": tok, "n": n, **data}) for n in range(1, count + 1)]
+
+    cancellable_tok = token()
+    cancellable = api.start("e2e/cancellable", {"token": cancellable_tok})
+    time_boxed = api.start("e2e/time-boxed", {"token": token()})
+    case = FlowCase(
+        rate=burst("e2e/rate", 3),
+        idempotent=burst("e2e/idempotent", 2),
+        debounced=burst("e2e/debounce", 3),
+        full_batch=burst("e2e/batch", 3),
+        timed_batch=burst("e2e/batch", 2),
+        singleton=burst("e2e/singleton", 2, seconds=2),
+        cancellable=cancellable,
+        cancel_answer={},
+        time_boxed=time_boxed,
+    )
+    harness.wait_for(lambda: executions(stack, cancellable, "start"), 15, "the cancellable run's first step")
+    answer = api.send("e2e/cancel-job", {"token": cancellable_tok})
+    return dataclasses.replace(case, cancel_answer=answer)
+
+
+def runs_of_event(api: harness.Api, answer: dict[str, Any]) -> list[dict[str, Any]]:
+    [event_id] = answer["ids"]
+    reply = api.http.get(f"/v1/events/{event_id}")
+    assert reply.status_code == 200, reply.text
+    runs: list[dict[str, Any]] = reply.json()["data"]["runs"]
+    return runs
+
+
+def test_rate_limit_skips_and_records_runs_beyond_the_rate(stack: Stack, flow_case: FlowCase) -> None:
+    assert [len(answer["run_ids"]) for answer in flow_case.rate] == [1, 0, 0]
+    run = stack.api.wait_for_run(flow_case.rate[0]["run_ids"][0])
+    assert run["status"] == "completed", run
+    assert run["output"] == {"n": 1}
+    for answer in flow_case.rate[1:]:
+        [skipped] = runs_of_event(stack.api, answer)
+        assert skipped["status"] == "skipped", skipped
+        assert skipped["error"]["name"] == "Skipped"
+        assert skipped["error"]["message"].startswith("rate limit: more than 1 run(s) per 1h for key ")
+
+
+def test_idempotency_key_starts_one_run(stack: Stack, flow_case: FlowCase) -> None:
+    assert [len(answer["run_ids"]) for answer in flow_case.idempotent] == [1, 0]
+    assert runs_of_event(stack.api, flow_case.idempotent[1]) == []
+    run = stack.api.wait_for_run(flow_case.idempotent[0]["run_ids"][0])
+    assert run["output"] == {"n": 1}
+
+
+def test_debounce_runs_once_with_the_last_event(stack: Stack, flow_case: FlowCase) -> None:
+    run_ids = [answer["run_ids"][0] for answer in flow_case.debounced]
+    last = stack.api.wait_for_run(run_ids[-1])
+    assert last["status"] == "completed", last
+    assert last["output"] == {"n": 3}
+    for run_id in run_ids[:-1]:
+        replaced = stack.api.get_run(run_id)
+        assert replaced["status"] == "skipped", replaced
+        assert replaced["error"]["message"] == "debounced: a later event replaced it"
+
+
+def test_batch_gives_one_run_the_events_of_a_full_batch(stack: Stack, flow_case: FlowCase) -> None:
+    run_ids = {answer["run_ids"][0] for answer in flow_case.full_batch}
+    assert len(run_ids) == 1
+    run = stack.api.wait_for_run(run_ids.pop())
+    assert run["status"] == "completed", run
+    assert run["output"] == {"numbers": [1, 2, 3]}
+    assert [event["data"]["n"] for event in run["events"]] == [1, 2, 3]
+
+
+def test_batch_starts_at_its_timeout_when_not_full(stack: Stack, flow_case: FlowCase) -> None:
+    run_ids = {answer["run_ids"][0] for answer in flow_case.timed_batch}
+    assert len(run_ids) == 1
+    run = stack.api.wait_for_run(run_ids.pop())
+    assert run["status"] == "completed", run
+    assert run["output"] == {"numbers": [1, 2]}
+    assert run["started_at"] - run["created_at"] >= 1900, "a batch that is not full waits for its 2 s timeout"
+
+
+def test_singleton_skips_a_run_while_one_is_running(stack: Stack, flow_case: FlowCase) -> None:
+    first, second = flow_case.singleton
+    assert len(first["run_ids"]) == 1
+    assert second["run_ids"] == []
+    [skipped] = runs_of_event(stack.api, second)
+    assert skipped["status"] == "skipped", skipped
+    assert skipped["error"]["message"].startswith("singleton: run ")
+    assert stack.api.wait_for_run(first["run_ids"][0])["output"] == {"n": 1}
+
+
+def test_cancel_on_a_matching_event_cancels_the_run(stack: Stack, flow_case: FlowCase) -> None:
+    assert flow_case.cancel_answer["run_ids"] == [], "the cancelling event triggers no function"
+    run = stack.api.wait_for_run(flow_case.cancellable)
+    assert run["status"] == "cancelled", run
+    assert run["error"]["message"].startswith("cancel_on: event 'e2e/cancel-job'"), run["error"]
+    assert executions(stack, flow_case.cancellable, "never") == []
+
+
+def test_finish_timeout_cancels_a_run_that_takes_too_long(stack: Stack, flow_case: FlowCase) -> None:
+    run = stack.api.wait_for_run(flow_case.time_boxed)
+    assert run["status"] == "cancelled", run
+    assert run["error"] == {"name": "Cancelled", "message": "timeouts.finish: the run did not finish within 2s"}
+    assert [step["name"] for step in run["steps"]] == ["start"]

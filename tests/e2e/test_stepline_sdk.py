@@ -549,3 +549,30 @@ def test_malformed_execution_request_is_400(stack: Stack, apps: dict[str, harnes
     body = signing.canonical_json({"not": "an execution request"})
     reply = post_to_app(stack, apps, adapter, fn_id(adapter, "async", "steps"), body, key)
     harness.assert_error_body(reply, 400)
+
+
+# flow control configured through Stepline's SDK, synced over HTTP by each adapter
+@adapters
+def test_flow_control_from_the_stepline_sdk(stack: Stack, apps: dict[str, harness.AppProcess], adapter: str) -> None:
+    api, tok = stack.api, token()
+    batch = [api.send(f"{adapter}/flow/batch", {"token": tok, "n": n}) for n in (1, 2, 3)]
+    rate = [api.send(f"{adapter}/flow/rate", {"token": tok, "n": n}) for n in (1, 2)]
+    cancellable = api.start(f"{adapter}/flow/cancellable", {"token": tok})
+
+    [batch_run] = {answer["run_ids"][0] for answer in batch}
+    run = api.wait_for_run(batch_run)
+    assert run["status"] == "completed", run
+    assert run["output"] == {"numbers": [1, 2, 3]}
+    assert [event["data"]["n"] for event in run["events"]] == [1, 2, 3]
+
+    assert [len(answer["run_ids"]) for answer in rate] == [1, 0]
+    assert api.wait_for_run(rate[0]["run_ids"][0])["output"] == {"n": 1}
+
+    def started() -> bool:
+        return any(e.run_id == cancellable and e.step == "start" for e in steplog.read(stack.step_log))
+
+    harness.wait_for(started, 15, "the cancellable run's first step")
+    api.send(f"{adapter}/flow/cancel-job", {"token": tok})
+    cancelled = api.wait_for_run(cancellable)
+    assert cancelled["status"] == "cancelled", cancelled
+    assert cancelled["error"]["message"].startswith(f"cancel_on: event '{adapter}/flow/cancel-job'")

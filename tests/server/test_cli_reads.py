@@ -82,7 +82,7 @@ def test_events_list_and_show(base_url: str, database_url: str) -> None:
     [
         (
             ["runs", "list", "--status", "done"],
-            "Error: --status must be one of queued, running, completed, failed, cancelled (got 'done')",
+            "Error: --status must be one of queued, running, completed, failed, cancelled, skipped (got 'done')",
         ),
         (["runs", "list", "--limit", "0"], "Error: --limit must be from 1 to 500 (got 0)"),
         (["events", "list", "--limit", "501"], "Error: --limit must be from 1 to 500 (got 501)"),

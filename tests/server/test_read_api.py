@@ -110,7 +110,10 @@ async def test_filters(server: support.Server) -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"status": "done"}, "status must be one of queued, running, completed, failed, cancelled (got 'done')"),
+        (
+            {"status": "done"},
+            "status must be one of queued, running, completed, failed, cancelled, skipped (got 'done')",
+        ),
         ({"limit": "0"}, "limit must be a whole number from 1 to 500 (got '0')"),
         ({"limit": "501"}, "limit must be a whole number from 1 to 500 (got '501')"),
         ({"limit": "ten"}, "limit must be a whole number from 1 to 500 (got 'ten')"),

@@ -59,7 +59,7 @@ class RunSummary(BaseModel):
     started_at: int | None = Field(description="When the first call to the function began (epoch ms).")
     ended_at: int | None = Field(description="When the run completed, failed or was cancelled (epoch ms).")
     step_count: int = Field(description="Steps recorded so far.")
-    error: RunError | None = Field(description="Why the run failed or was cancelled.")
+    error: RunError | None = Field(description="Why the run failed, was cancelled or was skipped.")
 
 
 class RunPage(BaseModel):
@@ -162,7 +162,8 @@ async def list_runs(
         str | None, Query(description="Only runs of this function (`<app id>-<function id>`).")
     ] = None,
     status: Annotated[
-        str | None, Query(description="Only runs in this status: queued, running, completed, failed or cancelled.")
+        str | None,
+        Query(description="Only runs in this status: queued, running, completed, failed, cancelled or skipped."),
     ] = None,
     event_id: Annotated[str | None, Query(description="Only runs started by this event (its `internal_id`).")] = None,
     after: Annotated[str | None, Query(description=f"Only runs created at or after this time: {_TIME_HELP}.")] = None,

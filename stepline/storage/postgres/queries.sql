@@ -134,7 +134,7 @@ INSERT INTO pauses (
 SELECT id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
        timeout_item_id, step_name
 FROM pauses
-WHERE event_name = %(event_name)s AND kind = 'wait'
+WHERE event_name = %(event_name)s AND kind IN ('wait', 'cancel')
 ORDER BY id;
 
 -- name: pause_by_correlation
@@ -487,3 +487,19 @@ INSERT INTO quota_uses (feature, owner, task_id, used_at) VALUES (%(feature)s, %
 
 -- name: delete_quota_uses
 DELETE FROM quota_uses WHERE task_id = %(task_id)s;
+-- name: lock_flow_key
+-- The flow-control row of (function, kind, key), created empty if missing, and row-locked
+-- (the no-op update takes the lock) until the transaction ends: servers deciding for the
+-- same key queue up here.
+INSERT INTO flow_keys (function_id, kind, key)
+VALUES (%(function_id)s, %(kind)s, %(key)s)
+ON CONFLICT (function_id, kind, key) DO UPDATE SET kind = excluded.kind
+RETURNING function_id, kind, key, run_id, item_id, size, opened_at, due_at;
+
+-- name: update_flow_key
+UPDATE flow_keys
+SET run_id = %(run_id)s, item_id = %(item_id)s, size = %(size)s, opened_at = %(opened_at)s, due_at = %(due_at)s
+WHERE function_id = %(function_id)s AND kind = %(kind)s AND key = %(key)s;
+
+-- name: set_run_events
+UPDATE runs SET events = %(events)s WHERE id = %(id)s;

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -32,6 +33,11 @@ def _dumps(value: Any) -> str:
 def _json(value: Any) -> Jsonb:
     """A JSONB parameter (encoded when the query runs)."""
     return Jsonb(value, dumps=_dumps)
+
+
+def events_param(events: Sequence[dict[str, Any]]) -> Jsonb:
+    """A run's ``events`` column value."""
+    return _json(list(events))
 
 
 def _nullable_json(value: Any) -> Jsonb | None:

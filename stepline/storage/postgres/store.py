@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -266,6 +267,18 @@ class PostgresTransaction:
     async def delete_run_pauses(self, run_id: str) -> int:
         cursor = await self._execute("delete_run_pauses", {"run_id": run_id})
         return cursor.rowcount
+
+    # flow control at ingest
+    async def lock_flow_key(self, function_id: str, kind: str, key: str) -> records.FlowKeyRecord:
+        row = await self._fetchone("lock_flow_key", {"function_id": function_id, "kind": kind, "key": key})
+        assert row is not None  # an upsert with RETURNING always returns the row
+        return records.FlowKeyRecord(**row)
+
+    async def update_flow_key(self, row: records.FlowKeyRecord) -> None:
+        await self._execute("update_flow_key", dataclasses.asdict(row))
+
+    async def set_run_events(self, run_id: str, events: Sequence[dict[str, records.JSON]]) -> None:
+        await self._execute("set_run_events", {"id": run_id, "events": rows.events_param(events)})
 
     # functions and cron
 

@@ -160,7 +160,7 @@ VALUES (
 SELECT id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
        timeout_item_id, step_name
 FROM pauses
-WHERE event_name = :event_name AND kind = 'wait'
+WHERE event_name = :event_name AND kind IN ('wait', 'cancel')
 ORDER BY id;
 
 -- name: pause_by_correlation
@@ -442,3 +442,18 @@ INSERT INTO quota_uses (feature, owner, task_id, used_at) VALUES (:feature, :own
 
 -- name: delete_quota_uses
 DELETE FROM quota_uses WHERE task_id = :task_id;
+-- name: lock_flow_key
+-- The flow-control row of (function, kind, key), created empty if missing. The writer lock
+-- (BEGIN IMMEDIATE) already holds it against other writers until the transaction ends.
+INSERT INTO flow_keys (function_id, kind, key)
+VALUES (:function_id, :kind, :key)
+ON CONFLICT (function_id, kind, key) DO UPDATE SET kind = excluded.kind
+RETURNING function_id, kind, key, run_id, item_id, size, opened_at, due_at;
+
+-- name: update_flow_key
+UPDATE flow_keys
+SET run_id = :run_id, item_id = :item_id, size = :size, opened_at = :opened_at, due_at = :due_at
+WHERE function_id = :function_id AND kind = :kind AND key = :key;
+
+-- name: set_run_events
+UPDATE runs SET events = :events WHERE id = :id;

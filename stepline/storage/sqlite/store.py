@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -201,6 +202,18 @@ class SQLiteTransaction:
 
     async def delete_run_pauses(self, run_id: str) -> int:
         return self._live().count("delete_run_pauses", {"run_id": run_id})
+
+    # flow control at ingest
+    async def lock_flow_key(self, function_id: str, kind: str, key: str) -> records.FlowKeyRecord:
+        row = self._live().one("lock_flow_key", {"function_id": function_id, "kind": kind, "key": key})
+        assert row is not None  # an upsert with RETURNING always returns the row
+        return records.FlowKeyRecord(*row)
+
+    async def update_flow_key(self, row: records.FlowKeyRecord) -> None:
+        self._live().execute("update_flow_key", dataclasses.asdict(row))
+
+    async def set_run_events(self, run_id: str, events: Sequence[dict[str, records.JSON]]) -> None:
+        self._live().execute("set_run_events", {"id": run_id, "events": rows.encode(list(events))})
 
     # functions and cron
     async def upsert_function(self, function: records.FunctionRecord) -> None:

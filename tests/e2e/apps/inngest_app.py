@@ -260,6 +260,76 @@ async def slow(ctx: inngest.Context) -> dict[str, Any]:
     return {"first": first, "slow": second, "last": last}
 
 
+# flow control configured through the Inngest SDK: every key is the event's token, so each
+# test works on its own keys while sharing the app
+@client.create_function(
+    fn_id="rate-limited",
+    trigger=inngest.TriggerEvent(event=f"{PREFIX}/rate"),
+    rate_limit=inngest.RateLimit(limit=1, period=datetime.timedelta(hours=1), key="event.data.token"),
+)
+async def rate_limited(ctx: inngest.Context) -> dict[str, Any]:
+    return {"n": ctx.event.data.get("n")}
+
+
+@client.create_function(
+    fn_id="idempotent",
+    trigger=inngest.TriggerEvent(event=f"{PREFIX}/idempotent"),
+    idempotency="event.data.token",
+)
+async def idempotent(ctx: inngest.Context) -> dict[str, Any]:
+    return {"n": ctx.event.data.get("n")}
+
+
+@client.create_function(
+    fn_id="debounced",
+    trigger=inngest.TriggerEvent(event=f"{PREFIX}/debounce"),
+    debounce=inngest.Debounce(period=datetime.timedelta(seconds=2), key="event.data.token"),
+)
+async def debounced(ctx: inngest.Context) -> dict[str, Any]:
+    return {"n": ctx.event.data.get("n")}
+
+
+@client.create_function(
+    fn_id="batched",
+    trigger=inngest.TriggerEvent(event=f"{PREFIX}/batch"),
+    batch_events=inngest.Batch(max_size=3, timeout=datetime.timedelta(seconds=2), key="event.data.token"),
+)
+async def batched(ctx: inngest.Context) -> dict[str, Any]:
+    return {"numbers": [event.data.get("n") for event in ctx.events]}
+
+
+@client.create_function(
+    fn_id="singleton",
+    trigger=inngest.TriggerEvent(event=f"{PREFIX}/singleton"),
+    singleton=inngest.Singleton(mode="skip", key="event.data.token"),
+)
+async def singleton(ctx: inngest.Context) -> dict[str, Any]:
+    await ctx.step.sleep("hold", datetime.timedelta(seconds=_number(ctx, "seconds", 3)))
+    return {"n": ctx.event.data.get("n")}
+
+
+@client.create_function(
+    fn_id="cancellable",
+    trigger=inngest.TriggerEvent(event=f"{PREFIX}/cancellable"),
+    cancel=[inngest.Cancel(event=f"{PREFIX}/cancel-job", if_exp="async.data.token == event.data.token")],
+)
+async def cancellable(ctx: inngest.Context) -> None:
+    await ctx.step.run("start", _logged, ctx, "cancellable", "start", None)
+    await ctx.step.sleep("hold", datetime.timedelta(seconds=30))
+    await ctx.step.run("never", _logged, ctx, "cancellable", "never", None)
+
+
+@client.create_function(
+    fn_id="time-boxed",
+    trigger=inngest.TriggerEvent(event=f"{PREFIX}/time-boxed"),
+    timeouts=inngest.Timeouts(finish=datetime.timedelta(seconds=2)),
+)
+async def time_boxed(ctx: inngest.Context) -> None:
+    await ctx.step.run("start", _logged, ctx, "time-boxed", "start", None)
+    await ctx.step.sleep("hold", datetime.timedelta(seconds=30))
+    await ctx.step.run("never", _logged, ctx, "time-boxed", "never", None)
+
+
 FUNCTIONS: list[inngest.Function[Any]] = [
     steps,
     steps_sync,
@@ -276,6 +346,13 @@ FUNCTIONS: list[inngest.Function[Any]] = [
     flaky,
     long_sleep,
     slow,
+    rate_limited,
+    idempotent,
+    debounced,
+    batched,
+    singleton,
+    cancellable,
+    time_boxed,
 ]
 
 app = fastapi.FastAPI()

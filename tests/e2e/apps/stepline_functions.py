@@ -38,7 +38,46 @@ def _log(ctx: stepline.Context | stepline.ContextSync, fn: str, step: str, note:
 
 def make_functions(client: stepline.Stepline, prefix: str | None = None) -> list[stepline.Function]:
     prefix = prefix or os.environ.get("E2E_EVENT_PREFIX") or client.app_id
-    return [*_async_functions(client, f"{prefix}/async"), *_sync_functions(client, f"{prefix}/sync")]
+    return [
+        *_async_functions(client, f"{prefix}/async"),
+        *_sync_functions(client, f"{prefix}/sync"),
+        *_flow_functions(client, f"{prefix}/flow"),
+    ]
+
+
+def _flow_functions(client: stepline.Stepline, events: str) -> list[stepline.Function]:
+    """Flow control configured through Stepline's SDK (keys are the event's token)."""
+
+    @client.function(
+        id="flow-batched",
+        trigger=stepline.on_event(f"{events}/batch"),
+        batch_events=stepline.Batch(max_size=3, timeout="2s", key="event.data.token"),
+    )
+    async def batched(ctx: stepline.Context) -> dict[str, Any]:
+        return {"numbers": [event.data.get("n") for event in ctx.events]}
+
+    @client.function(
+        id="flow-rate-limited",
+        trigger=stepline.on_event(f"{events}/rate"),
+        rate_limit=stepline.RateLimit(limit=1, period=timedelta(hours=1), key="event.data.token"),
+    )
+    def rate_limited(ctx: stepline.ContextSync) -> dict[str, Any]:
+        return {"n": ctx.event.data.get("n")}
+
+    @client.function(
+        id="flow-cancellable",
+        trigger=stepline.on_event(f"{events}/cancellable"),
+        cancel_on=[stepline.CancelOn(event=f"{events}/cancel-job", if_exp="async.data.token == event.data.token")],
+    )
+    async def cancellable(ctx: stepline.Context) -> None:
+        async def mark(step: str) -> None:
+            LOG.end(_log(ctx, "flow-cancellable", step))
+
+        await ctx.step.run("start", mark, "start")
+        await ctx.step.sleep("hold", timedelta(seconds=30))
+        await ctx.step.run("never", mark, "never")
+
+    return [batched, rate_limited, cancellable]
 
 
 def _async_functions(client: stepline.Stepline, events: str) -> list[stepline.Function]:  # noqa: C901
