@@ -1,0 +1,286 @@
+"""Enqueue latency of tracked tasks: the RoleReady route, and ``client.tasks.enqueue`` itself.
+
+::
+
+    .venv/bin/python bench/enqueue.py [--backend sqlite|postgres|both] [--calls 2000] [--warmup 200]
+
+For each backend, with a fresh database, the script starts ``stepline dev`` and the example app
+``examples/roleready`` (uvicorn, its own process, synced by the server) on free ports, then times,
+one call at a time after ``--warmup`` untimed calls:
+
+* **route**: ``POST /api/resumes/tailor`` through the app over HTTP (a keep-alive httpx client):
+  bearer auth, pydantic validation, the ownership check in the app's SQLite, then
+  ``client.tasks.enqueue`` over HTTP to the server, which writes the quota use, the task, the
+  event and the run in one transaction; the figure is the round trip the browser waits for;
+* **client → server**: ``client.tasks.enqueue`` from this process straight to the server
+  (``POST /v1/tasks``, same quota, same event);
+* **embedded**: ``client.tasks.enqueue`` against a ``stepline.Engine`` running in this process on
+  another fresh database (no HTTP at all).
+
+The tasks' runs execute meanwhile (the simulated model answers at once, never fails), as in
+production, where enqueues compete with the work they start. Figures are nearest-rank
+p50 / p99 / max in milliseconds. Target for the route on a 2-core machine: p50 < 3 ms, p99 < 10 ms
+(exit status 1 when missed). The machine's load average is printed before and after each backend:
+other work on the machine moves every figure.
+
+``--profile DIR`` runs the app and the server under pyinstrument (``bench/enqueue_profiled.py``)
+and writes ``DIR/app-<backend>.txt`` and ``DIR/server-<backend>.txt`` (and ``.html``): where their
+time goes during the route and client cases (profiled figures are not comparable).
+
+By default each timed call is followed (untimed) by a wait until its task ended, so every call
+meets an idle system: the latency a user sees on a quiet server. ``--no-settle`` sends the calls
+back to back while earlier tasks still run, which measures enqueues competing with the work.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as ``python bench/enqueue.py``, this file's directory is first on sys.path, where
+# ``bench/http.py`` would shadow the standard library's ``http`` package: put the root there instead.
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import httpx
+
+import stepline
+from bench import http as bench_http
+from bench import support
+
+ROUTE_P50_MS = 3.0
+ROUTE_P99_MS = 10.0
+QUOTA = stepline.Quota(feature="tailor_resume", limit=1_000_000_000, window=timedelta(days=1))
+EVENT = "ai/tailor.resume"
+TOKEN = "alice-demo-token"
+SETTLE_TIMEOUT_S = 30.0
+PROFILED = Path(__file__).with_name("enqueue_profiled.py")
+DEFAULT_POSTGRES_URL = os.environ.get("STEPLINE_BENCH_POSTGRES_URL", bench_http.DEFAULT_POSTGRES_URL)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Figures:
+    case: str
+    samples: list[float]
+    """Milliseconds per call."""
+
+    def line(self) -> str:
+        p50, p99 = bench_http.percentile(self.samples, 50), bench_http.percentile(self.samples, 99)
+        mean = sum(self.samples) / len(self.samples)
+        return (
+            f"  {self.case:<16} p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   max {max(self.samples):7.2f} ms"
+            f"   mean {mean:6.2f} ms   ({len(self.samples)} calls)"
+        )
+
+
+Settle = Callable[[str], Awaitable[None]] | None
+"""Called with each task id after its timed call (untimed): waits until the task ended."""
+
+
+async def timed(call: Callable[[], Awaitable[str]], calls: int, warmup: int, settle: Settle) -> list[float]:
+    for _ in range(warmup):
+        await call()
+    samples = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        task_id = await call()
+        samples.append((time.perf_counter() - started) * 1000)
+        if settle is not None:
+            await settle(task_id)
+    return samples
+
+
+def settler(client: stepline.Stepline, enabled: bool) -> Settle:
+    """With ``--settle``: poll the task every 2 ms until it ended, so that the next call meets an
+    idle system; without, calls follow each other while earlier tasks' runs still execute."""
+    if not enabled:
+        return None
+
+    async def settle(task_id: str) -> None:
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            task = await client.tasks.get(task_id)
+            if task is not None and task.is_terminal:
+                if task.status != "complete":
+                    raise bench_http.BenchError(f"task {task_id} ended {task.status}: {task.error}")
+                return
+            await asyncio.sleep(0.002)
+        raise bench_http.BenchError(f"task {task_id} did not end within {SETTLE_TIMEOUT_S:g} s")
+
+    return settle
+
+
+async def route_case(app_url: str, server_url: str, args: argparse.Namespace) -> list[float]:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    reader = stepline.Stepline(app_id="bench-enqueue", base_url=server_url, is_dev=True)
+    async with httpx.AsyncClient(base_url=app_url, timeout=30, trust_env=False, headers=headers) as http:
+
+        async def call() -> str:
+            reply = await http.post("/api/resumes/tailor", json={"job_id": "job-a1"})
+            if reply.status_code != 202:
+                raise bench_http.BenchError(f"the route answered {reply.status_code}: {reply.text[:300]}")
+            task_id: str = reply.json()["aiJobId"]
+            return task_id
+
+        return await timed(call, args.calls, args.warmup, settler(reader, args.settle))
+
+
+def enqueue_call(client: stepline.Stepline, owner: str) -> Callable[[], Awaitable[str]]:
+    event = stepline.Event(name=EVENT, data={"job_id": "job-a1"})
+
+    async def call() -> str:
+        return (await client.tasks.enqueue(kind="tailor_resume", owner=owner, event=event, quota=QUOTA)).id
+
+    return call
+
+
+async def client_case(server_url: str, args: argparse.Namespace) -> list[float]:
+    client = stepline.Stepline(app_id="bench-enqueue", base_url=server_url, is_dev=True)
+    return await timed(enqueue_call(client, "bench-client"), args.calls, args.warmup, settler(client, args.settle))
+
+
+async def embedded_case(database_url: str, args: argparse.Namespace) -> list[float]:
+    client = stepline.Stepline(app_id="bench-embedded")
+
+    @client.function(id="tailor-resume", trigger=stepline.on_event(EVENT))
+    async def tailor(ctx: stepline.Context) -> str:
+        return await ctx.step.run("model", lambda: "tailored")
+
+    async with stepline.Engine(client, functions=[tailor], database_url=database_url):
+        call = enqueue_call(client, "bench-embedded")
+        return await timed(call, args.calls, args.warmup, settler(client, args.settle))
+
+
+def start_app(server_url: str, backend: str, tmp: Path, profile: Path | None) -> tuple[bench_http.Process, str]:
+    port = bench_http.free_port()
+    uvicorn = ["-m", "uvicorn", "examples.roleready.app:app", "--host", bench_http.HOST, "--port", str(port)]
+    uvicorn += ["--no-access-log", "--log-level", "warning"]
+    if profile is not None:
+        uvicorn = [str(PROFILED), "app", str(profile / f"app-{backend}.txt"), str(port)]
+    env = bench_http.child_env(
+        STEPLINE_DEV="1",
+        STEPLINE_BASE_URL=server_url,
+        ROLEREADY_DATABASE=str(tmp / f"{backend}-roleready.db"),
+        ROLEREADY_DAILY_LIMIT="1000000000",
+        ROLEREADY_MODEL_LATENCY_MS="0",
+        ROLEREADY_MODEL_FAILURE_RATE="0",
+    )
+    app = bench_http.Process("app", [sys.executable, *uvicorn], env, tmp / f"{backend}-app.log")
+    url = f"http://{bench_http.HOST}:{port}"
+    bench_http.wait_ready(app, f"{url}/")
+    return app, url
+
+
+def start_server(database_url: str, backend: str, tmp: Path, profile: Path | None) -> tuple[bench_http.Process, str]:
+    port = bench_http.free_port()
+    argv = ["-m", "stepline.cli", "dev", "--host", bench_http.HOST, "--port", str(port), "--database-url", database_url]
+    if profile is not None:
+        argv = [str(PROFILED), "server", str(profile / f"server-{backend}.txt"), str(port), database_url]
+    server = bench_http.Process(
+        "server", [sys.executable, *argv], bench_http.child_env(), tmp / f"{backend}-server.log"
+    )
+    url = f"http://{bench_http.HOST}:{port}"
+    bench_http.wait_ready(server, f"{url}/health")
+    return server, url
+
+
+def write_profile(url: str) -> None:
+    with httpx.Client(timeout=60, trust_env=False) as http:
+        print(f"  profile: {http.post(f'{url}/bench/profile').text}")
+
+
+class Databases:
+    """Fresh databases: SQLite files under ``tmp``, or PostgreSQL databases dropped by ``cleanup``."""
+
+    def __init__(self, admin_url: str, tmp: Path) -> None:
+        self.admin_url = admin_url
+        self.tmp = tmp
+        self.created: list[str] = []
+
+    def fresh(self, backend: str, name: str) -> str:
+        if backend == "sqlite":
+            return f"sqlite:///{self.tmp / name}.db"
+        database = f"stepline_bench_enqueue_{os.getpid()}_{name}"
+        self.created.append(database)
+        return support.create_database(self.admin_url, database)
+
+    def cleanup(self) -> None:
+        for database in self.created:
+            support.drop_database(self.admin_url, database)
+
+
+async def bench_backend(backend: str, args: argparse.Namespace, databases: Databases) -> list[Figures]:
+    print(f"{backend}: load average {support.load_average()}")
+    server, server_url = start_server(databases.fresh(backend, "server"), backend, databases.tmp, args.profile)
+    app: bench_http.Process | None = None
+    try:
+        app, app_url = start_app(server_url, backend, databases.tmp, args.profile)
+        bench_http.sync_app(server_url, app_url)
+        found = [Figures("route", await route_case(app_url, server_url, args))]
+        found.append(Figures("client → server", await client_case(server_url, args)))
+    finally:
+        if app is not None:
+            if args.profile is not None:
+                write_profile(app_url)
+            app.stop()
+        if args.profile is not None:
+            write_profile(server_url)
+        server.stop()
+    embedded_url = databases.fresh(backend, "embedded")
+    found.append(Figures("embedded", await embedded_case(embedded_url, args)))
+    for figures in found:
+        print(figures.line())
+    print(f"{backend}: done, load average {support.load_average()}")
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--calls", type=int, default=2000, help="timed calls per case (default 2000)")
+    parser.add_argument("--warmup", type=int, default=200, help="untimed calls first (default 200)")
+    parser.add_argument(
+        "--settle",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wait (untimed) for each task to end before the next call (default); --no-settle: back to back",
+    )
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    parser.add_argument("--profile", type=Path, default=None, help="write a pyinstrument profile of the app here")
+    args = parser.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    # SIGTERM unwinds like Ctrl-C, so that the processes and the databases are still removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    missed = False
+    with tempfile.TemporaryDirectory(prefix="stepline-bench-enqueue-") as tmp:
+        databases = Databases(args.postgres_url, Path(tmp))
+        try:
+            for backend in backends:
+                if backend == "postgres" and (reason := support.postgres_unavailable_reason(args.postgres_url)):
+                    print(f"postgres: skipped ({reason})")
+                    missed = missed or args.backend == "postgres"
+                    continue
+                route = asyncio.run(bench_backend(backend, args, databases))[0]
+                p50, p99 = bench_http.percentile(route.samples, 50), bench_http.percentile(route.samples, 99)
+                verdict = "met" if p50 < ROUTE_P50_MS and p99 < ROUTE_P99_MS else "MISSED"
+                print(f"{backend}: route target p50 < {ROUTE_P50_MS:g} ms, p99 < {ROUTE_P99_MS:g} ms: {verdict}")
+                missed = missed or verdict == "MISSED"
+        finally:
+            databases.cleanup()
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
