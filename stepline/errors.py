@@ -11,6 +11,7 @@
     ├── FunctionNotFoundError       no registered function has that id
     ├── RunNotFoundError            no run has that id
     ├── RunTimeoutError             wait_for_run gave up before the run ended
+    ├── RunStateError               the run is not in a state that allows the action (retry a run that did not fail)
     ├── EventSendError              the server refused events sent over HTTP, or could not be reached
     ├── NonDeterminismError         a function changed its steps between calls
     ├── NonRetriableError           raised by users: fail the step (or run) now, no retries
@@ -62,6 +63,10 @@ class RunNotFoundError(SteplineError):
 
 class RunTimeoutError(SteplineError):
     """A run did not reach a terminal state within the time allowed."""
+
+
+class RunStateError(SteplineError):
+    """The action does not apply to the run as it is now (e.g. retrying a run that has not failed)."""
 
 
 class EventSendError(SteplineError):

@@ -19,7 +19,7 @@ from stepline import errors
 from stepline.engine import apply as apply_
 from stepline.engine import clock as clock_
 from stepline.engine import cron as cron_
-from stepline.engine import dispatch, executor, ingest, transitions, views
+from stepline.engine import dispatch, executor, ingest, retry, transitions, views
 from stepline.engine import registry as registry_
 from stepline.protocol import models
 from stepline.storage import open_store, records, store
@@ -219,6 +219,19 @@ class EngineCore:
         now = self.clock.now_ms()
         async with self.store.transaction() as tx:
             return await self._ingestor.rerun(tx, spec, original, now)
+
+    async def retry_run(self, run_id: str) -> str:
+        """Retry a failed run from its failed step: a new run of the same function with the same
+        events, whose successfully recorded steps are copied over and not run again; returns its id."""
+        steps = await self.store.list_steps(run_id)
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            original = await tx.lock_run(run_id)
+            if original is None:
+                raise errors.RunNotFoundError(f"no run {run_id!r}")
+            if self.registry.get(original.function_id) is None:
+                raise errors.FunctionNotFoundError(f"function {original.function_id!r} is no longer registered")
+            return await retry.retry_run(tx, original, steps, now)
 
     # internals
     def _note_run_ended(self, run_id: str) -> None:

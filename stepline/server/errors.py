@@ -27,6 +27,7 @@ class ApiError(errors.SteplineError):
 _STATUS_BY_ERROR: tuple[tuple[type[errors.SteplineError], int], ...] = (
     (errors.RunNotFoundError, 404),
     (errors.FunctionNotFoundError, 404),
+    (errors.RunStateError, 409),
     (errors.ConfigurationError, 400),
     (errors.SerializationError, 400),
     (errors.StorageError, 503),

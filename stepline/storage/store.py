@@ -205,6 +205,19 @@ class Store(Protocol):
 
     async def list_functions(self) -> list[records.FunctionRecord]: ...
 
+    # the dashboard's overview (each reads one index range)
+    async def runs_per_minute(self, since: int) -> list[records.MinuteCount]:
+        """Runs started, and runs ended by status, per minute since ``since`` (epoch ms)."""
+        ...
+
+    async def step_timings(self, since: int, limit: int) -> list[records.StepTiming]:
+        """Durations of the ``step.run`` results recorded since ``since``, newest first, at most ``limit``."""
+        ...
+
+    async def ready_queue(self, now: int) -> records.ReadyQueue:
+        """How many queue items are claimable at ``now``, and the oldest one's ``available_at``."""
+        ...
+
     # wake-ups
     async def wait_for_work(self, timeout: float) -> None:
         """Return when work may be ready, or after ``timeout`` seconds.

@@ -357,3 +357,31 @@ FROM events
 WHERE id = %(id)s
 ORDER BY internal_id DESC
 LIMIT %(limit)s;
+
+-- name: runs_started_per_minute
+-- The dashboard's overview. Ids are ULIDs, so runs made since the lower bound are one
+-- primary-key range.
+SELECT created_at / 60000 * 60000 AS minute, 'started' AS what, count(*) AS count
+FROM runs
+WHERE id >= %(lower)s
+GROUP BY created_at / 60000;
+
+-- name: runs_ended_per_minute
+SELECT ended_at / 60000 * 60000 AS minute, status AS what, count(*) AS count
+FROM runs
+WHERE ended_at >= %(since)s
+GROUP BY ended_at / 60000, status;
+
+-- name: step_timings_since
+-- Only step.run results: sleeps and waits last as long as they were asked to.
+SELECT ended_at, ended_at - started_at AS duration
+FROM steps
+WHERE ended_at >= %(since)s AND kind = 'run'
+ORDER BY ended_at DESC
+LIMIT %(limit)s;
+
+-- name: ready_queue
+-- Items claimable now (ready, or with an expired lease): a range of queue_ready.
+SELECT count(*) AS ready, min(available_at) AS oldest_ready_at
+FROM queue
+WHERE available_at <= %(now)s;
