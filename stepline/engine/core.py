@@ -19,7 +19,7 @@ from stepline import errors
 from stepline.engine import apply as apply_
 from stepline.engine import clock as clock_
 from stepline.engine import cron as cron_
-from stepline.engine import dispatch, executor, ingest, retry, transitions, views
+from stepline.engine import dispatch, executor, ingest, observe, retry, transitions, views
 from stepline.engine import registry as registry_
 from stepline.protocol import models
 from stepline.storage import open_store, records, store
@@ -193,6 +193,7 @@ class EngineCore:
             error = models.error_body("Cancelled", "the run was cancelled")
             lifecycle = await transitions.end_run(tx, run, records.RunStatus.CANCELLED, now, error=error)
             await self._ingestor.ingest_lifecycle(tx, lifecycle, now)
+        observe.run_ended(run)
         self._note_run_ended(run_id)
         return True
 

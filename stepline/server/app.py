@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from stepline.server import errors, runtime, settings
+from stepline.server import dashboard, errors, metrics, runtime, settings
 from stepline.server.api import events, events_read, health, registry, runs, sync
 
 VERSION = "0.1.0"
@@ -29,4 +29,6 @@ def create_app(server_settings: settings.ServerSettings) -> FastAPI:
     errors.install(app)
     for router in (health.router, events.router, sync.router, runs.router, registry.router, events_read.router):
         app.include_router(router)
+    app.include_router(metrics.router)
+    dashboard.install(app)
     return app

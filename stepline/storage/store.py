@@ -218,6 +218,14 @@ class Store(Protocol):
         """How many queue items are claimable at ``now``, and the oldest one's ``available_at``."""
         ...
 
+    async def run_pauses(self, run_id: str) -> list[records.PauseRecord]:
+        """The waits and invokes a run is paused on (the dashboard shows their targets)."""
+        ...
+
+    async def run_queue_items(self, run_id: str) -> list[records.QueueItem]:
+        """A run's queued work: sleeps, step retries, its next call."""
+        ...
+
     # wake-ups
     async def wait_for_work(self, timeout: float) -> None:
         """Return when work may be ready, or after ``timeout`` seconds.

@@ -532,6 +532,12 @@ class PostgresStore:
         oldest = row["oldest_ready_at"]
         return records.ReadyQueue(int(row["ready"]), None if oldest is None else int(oldest))
 
+    async def run_pauses(self, run_id: str) -> list[records.PauseRecord]:
+        return [rows.pause_record(row) for row in await self._fetchall("run_pauses", {"run_id": run_id})]
+
+    async def run_queue_items(self, run_id: str) -> list[records.QueueItem]:
+        return [rows.item_record(row) for row in await self._fetchall("run_queue_items", {"run_id": run_id})]
+
     # wake-ups
 
     async def wait_for_work(self, timeout: float) -> None:

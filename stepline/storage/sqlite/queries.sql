@@ -350,3 +350,18 @@ LIMIT :limit;
 SELECT count(*) AS ready, min(available_at) AS oldest_ready_at
 FROM queue
 WHERE available_at <= :now;
+
+-- name: run_pauses
+-- What a run waits on (the dashboard's run page), through pauses_by_run.
+SELECT id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
+       timeout_item_id, step_name
+FROM pauses
+WHERE run_id = :run_id
+ORDER BY id;
+
+-- name: run_queue_items
+-- A run's queued work (sleeps, retries, next call), through queue_by_run.
+SELECT id, run_id, kind, step_id, attempt, available_at, claims, payload, created_at
+FROM queue
+WHERE run_id = :run_id
+ORDER BY id;

@@ -400,6 +400,12 @@ class SQLiteStore:
             return records.ReadyQueue(0, None)
         return records.ReadyQueue(int(row[0]), None if row[1] is None else int(row[1]))
 
+    async def run_pauses(self, run_id: str) -> list[records.PauseRecord]:
+        return [rows.pause_record(row) for row in self._reader.all("run_pauses", {"run_id": run_id})]
+
+    async def run_queue_items(self, run_id: str) -> list[records.QueueItem]:
+        return [rows.item_record(row) for row in self._reader.all("run_queue_items", {"run_id": run_id})]
+
     # wake-ups
     async def wait_for_work(self, timeout: float) -> None:
         try:
