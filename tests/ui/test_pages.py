@@ -61,7 +61,9 @@ async def test_run_page_shows_the_waterfall_outputs_errors_and_stack_escaped(ser
     bars = re.findall(r'<rect x="([0-9.]+)" y="1" width="([0-9.]+)" height="8" class="(\w+)">', html)
     assert [state for _, _, state in bars] == ["ok", "ok", "error"]
     lefts = [float(x) for x, _, _ in bars]
-    assert lefts == sorted(lefts) and lefts[0] < 1 and lefts[2] > 90  # the sleep takes most of the span
+    assert lefts == sorted(lefts)
+    assert lefts[0] < 1
+    assert lefts[2] > 90  # the sleep takes most of the span
     assert "PaymentError" in html
     assert "Traceback" in html
     assert "&#34;rows&#34;" in html or "&quot;rows&quot;" in html  # the output, as escaped JSON text
@@ -98,7 +100,8 @@ async def test_events_functions_apps_and_overview(server: support.Server) -> Non
     assert set(re.findall(r'<a href="/runs/([0-9A-Z]{26})"', detail)) == set(sent["run_ids"])
 
     functions = await page(server, "/functions")
-    assert "shop-welcome" in functions and "event shop/signup" in functions
+    assert "shop-welcome" in functions
+    assert "event shop/signup" in functions
     function = await page(server, "/functions/shop-charge")
     assert "http://127.0.0.1:9/api/stepline" in function
     counts = dict(re.findall(r'<li><span class="status \w+">(\w+)</span> (\d+)</li>', function))
@@ -107,7 +110,8 @@ async def test_events_functions_apps_and_overview(server: support.Server) -> Non
     assert "Retries</dt><dd>2" in function
 
     apps = await page(server, "/apps")
-    assert "stepline:v0.1.0" in apps and "http://127.0.0.1:9/api/stepline" in apps
+    assert "stepline:v0.1.0" in apps
+    assert "http://127.0.0.1:9/api/stepline" in apps
 
     overview = await page(server, "/")
     assert re.search(r"<b>2</b> runs started", overview)
@@ -119,4 +123,5 @@ async def test_static_files_are_served(server: support.Server) -> None:
     assert script.status_code == 200
     assert "EventSource" in script.text
     style = await server.client.get("/static/style.css")
-    assert style.status_code == 200 and "svg.bar" in style.text
+    assert style.status_code == 200
+    assert "svg.bar" in style.text
