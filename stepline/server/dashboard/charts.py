@@ -110,10 +110,11 @@ def _chart(title: str, unit: str, start: int, end: int, lines: list[tuple[str, s
     series = []
     for name, css, points in lines:
         xy = [
-            f"{WIDTH * (at - start) / span:.1f},{HEIGHT - 4 - (HEIGHT - 8) * value / top:.1f}"
-            for at, value in sorted(points)
+            (WIDTH * max(0, at - start) / span, HEIGHT - 4 - (HEIGHT - 8) * value / top) for at, value in sorted(points)
         ]
-        series.append(Series(name, css, " ".join(xy), points[-1][1] if points else 0))
+        if len(xy) == 1:  # one sample is a dot; draw it as a short dash so it shows
+            xy.insert(0, (max(0.0, xy[0][0] - 4), xy[0][1]))
+        series.append(Series(name, css, " ".join(f"{x:.1f},{y:.1f}" for x, y in xy), points[-1][1] if points else 0))
     return Chart(title, unit, series, top)
 
 
@@ -151,8 +152,9 @@ async def overview(db: store.Store, sampler: QueueSampler, now: int) -> Overview
     by_minute: dict[int, list[int]] = collections.defaultdict(list)
     for timing in timings:
         by_minute[timing.ended_at - timing.ended_at % MINUTE_MS].append(timing.duration)
-    p50_line = [(minute, float(percentile(values, 0.5) or 0)) for minute, values in by_minute.items()]
-    p99_line = [(minute, float(percentile(values, 0.99) or 0)) for minute, values in by_minute.items()]
+    minutes = range(start - start % MINUTE_MS, now, MINUTE_MS)
+    p50_line = [(minute, float(percentile(by_minute.get(minute, []), 0.5) or 0)) for minute in minutes]
+    p99_line = [(minute, float(percentile(by_minute.get(minute, []), 0.99) or 0)) for minute in minutes]
     steps = _chart("Step duration", "ms", start, now, [("p50", "s-completed", p50_line), ("p99", "s-failed", p99_line)])
     totals = {
         what: sum(c.count for c in counts if c.what == what) for what in ("started", "completed", "failed", "cancelled")

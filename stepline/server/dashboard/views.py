@@ -179,7 +179,7 @@ def _item_bar(item: records.QueueItem, names: dict[str, str], now: int) -> Bar |
     kind = item.kind
     if kind is records.ItemKind.PAUSE_TIMEOUT:
         return None  # shown by its pause
-    step = names.get(item.step_id or "", item.step_id or "")
+    step = str(item.payload.get("name") or names.get(item.step_id or "", item.step_id or ""))
     if kind is records.ItemKind.WAKE:
         return Bar(step, "sleep", "pending", item.created_at, item.available_at, 0, "sleeping until", item.available_at)
     at: int | None = None
