@@ -147,7 +147,7 @@ async def login(request: Request) -> Response:
     token = runtime.settings.dashboard_token
     form = await read_form(request)
     security.check_csrf(request, form)
-    target = pages._safe_next(form.get("next"))
+    target = pages.safe_next(form.get("next"))
     if not token or not auth.dashboard_token_matches(token, form.get("token", "").strip()):
         return templating.render(request, "login.html", status=401, next=target, failed=True)
     response = RedirectResponse(target, status_code=303)

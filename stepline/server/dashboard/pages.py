@@ -222,10 +222,10 @@ async def login_page(request: Request) -> Response:
     runtime: runtime_.ServerRuntime = request.app.state.runtime
     if not runtime.settings.dashboard_token:
         return RedirectResponse("/", status_code=303)
-    return templating.render(request, "login.html", next=_safe_next(request.query_params.get("next")), failed=False)
+    return templating.render(request, "login.html", next=safe_next(request.query_params.get("next")), failed=False)
 
 
-def _safe_next(raw: str | None) -> str:
+def safe_next(raw: str | None) -> str:
     """Only a path on this server (never ``//host`` or a scheme): an open redirect helps phishing."""
     if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
         return "/"
