@@ -167,3 +167,14 @@ async def test_sync_an_app_that_cannot_be_reached_says_why(server: support.Serve
     assert "could not reach the app" in reply.text
     bad = await post_form(server.client, "/apps/sync", {"csrf": token, "url": "ftp://x"})
     assert bad.status_code == 400
+
+
+async def test_bulk_rerun_stops_at_a_run_whose_function_is_gone(server: support.Server) -> None:
+    [gone] = await support.seed(server.runtime.store, [support.Seed(function_id="shop-gone")])
+    token = await csrf(server.client)
+
+    reply = await post_form(server.client, "/runs/bulk", {"csrf": token, "action": "rerun", "function": "shop-gone"})
+
+    assert reply.status_code == 404
+    assert f"stopped at run {gone.id}" in reply.text
+    assert "after 0 runs" in reply.text

@@ -98,11 +98,14 @@ async def bulk(request: Request) -> Response:
         if not found:
             break
         for run in found:
-            if action == "cancel":
-                done += int(await runtime.cancel_run(run.id))
-            else:
-                await runtime.rerun(run.id)  # a rerun is newer than the cursor: never revisited
-                done += 1
+            try:
+                if action == "cancel":
+                    done += int(await runtime.cancel_run(run.id))
+                else:
+                    await runtime.rerun(run.id)  # a rerun is newer than the cursor: never revisited
+                    done += 1
+            except (errors.RunNotFoundError, errors.FunctionNotFoundError) as exc:
+                raise pages.PageError(404, f"stopped at run {run.id} ({exc}) after {done} runs") from None
         filters.cursor = found[-1].id
     return back("/runs", **filters.raw, done="bulk", n=str(done))
 
