@@ -120,6 +120,14 @@ def _server_options(dev: bool) -> Callable[[F], F]:
                 help="Token that opens the dashboard; required to serve it beyond 127.0.0.1 "
                 "[STEPLINE_DASHBOARD_TOKEN].",
             ),
+            click.option(
+                "--otel",
+                envvar="STEPLINE_OTEL",
+                is_flag=True,
+                default=False,
+                help="Emit OpenTelemetry spans per run and step through the global tracer provider "
+                "(needs the otel extra) [STEPLINE_OTEL].",
+            ),
         ]
         for option in reversed(options):
             command = option(command)
@@ -148,6 +156,7 @@ def _serve(dev: bool, **options: Any) -> None:
             pool_size=options["pool_size"],
             concurrency=options["concurrency"],
             dashboard_token=options["dashboard_token"] or None,
+            otel=options["otel"],
         )
     except errors.ConfigurationError as exc:
         _fail(str(exc), 2)

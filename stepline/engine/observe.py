@@ -92,6 +92,10 @@ def enable_tracing(tracer_provider: Any = None) -> bool:
     return True
 
 
+def tracing_enabled() -> bool:
+    return _tracer is not None
+
+
 def disable_tracing() -> None:
     global _tracer
     _tracer = None

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from stepline.engine import observe
 from stepline.server import dashboard, errors, metrics, runtime, settings
 from stepline.server.api import events, events_read, health, registry, runs, sync
 
@@ -15,6 +16,8 @@ VERSION = "0.1.0"
 
 def create_app(server_settings: settings.ServerSettings) -> FastAPI:
     server = runtime.ServerRuntime(server_settings)
+    if server_settings.otel:
+        observe.enable_tracing()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

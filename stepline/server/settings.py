@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ipaddress
 import os
 
@@ -38,6 +39,8 @@ class ServerSettings:
     """Longest a single call to an app may take."""
     dashboard_token: str | None = None
     """Required to open the dashboard (a login form, or ``Authorization: Bearer``); also accepted by ``/v1``."""
+    otel: bool = False
+    """Emit OpenTelemetry spans per run and step through the global tracer provider (the ``otel`` extra)."""
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -65,6 +68,10 @@ class ServerSettings:
             raise errors.ConfigurationError(f"concurrency must be at least 1 (got {self.concurrency})")
         if self.pool_size < 1:
             raise errors.ConfigurationError(f"pool size must be at least 1 (got {self.pool_size})")
+        if self.otel and importlib.util.find_spec("opentelemetry") is None:
+            raise errors.ConfigurationError(
+                "--otel needs OpenTelemetry: install Stepline with its otel extra (pip install 'stepline[otel]')"
+            )
         if self.dashboard_token is not None and len(self.dashboard_token) < MIN_DASHBOARD_TOKEN:
             raise errors.ConfigurationError(
                 f"the dashboard token must be at least {MIN_DASHBOARD_TOKEN} characters "

@@ -80,3 +80,17 @@ async def test_steps_and_runs_are_counted_and_traced(database_url: str) -> None:
     assert nap.start_time is not None
     assert nap.end_time - nap.start_time >= 2_000_000_000  # the fake clock's 2 s
     assert dict(spans["run observed-two-steps"].attributes or {})["stepline.run_id"] == run.id
+
+
+def test_the_otel_setting_turns_tracing_on() -> None:
+    from stepline.server import app as app_
+    from stepline.server import settings as settings_
+
+    assert not observe.tracing_enabled()
+    try:
+        app_.create_app(settings_.ServerSettings(dev=True, database_url="sqlite:///unused.db", otel=True))
+        assert observe.tracing_enabled()
+    finally:
+        observe.disable_tracing()
+    app_.create_app(settings_.ServerSettings(dev=True, database_url="sqlite:///unused.db"))
+    assert not observe.tracing_enabled()
