@@ -52,13 +52,14 @@ class QueueSampler:
         self.samples.append(taken)
         return taken
 
-    async def run(self, db: store.Store) -> None:
-        while True:
+    async def run(self, db: store.Store, stop: asyncio.Event) -> None:
+        while not stop.is_set():
             try:
                 await self.sample(db, time.time_ns() // 1_000_000)
             except errors.StorageError as exc:
                 logger.warning("could not sample the queue: %s", exc)
-            await asyncio.sleep(SAMPLE_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SAMPLE_S)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -176,10 +177,17 @@ async def overview(db: store.Store, sampler: QueueSampler, now: int) -> Overview
 
 @contextlib.asynccontextmanager
 async def sampling(sampler: QueueSampler, db: store.Store) -> collections.abc.AsyncIterator[None]:
-    task = asyncio.create_task(sampler.run(db), name="stepline-queue-sampler")
+    """Sample the queue while the block runs. On exit the loop is told to stop, then cancelled
+    until it ends: psycopg_pool can swallow a cancellation that arrives while it hands out a
+    connection, and a single ``cancel()`` would then leave shutdown waiting for ever."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(sampler.run(db, stop), name="stepline-queue-sampler")
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        stop.set()
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=1.0)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("the queue sampler failed: %s", task.exception())
