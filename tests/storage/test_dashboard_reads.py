@@ -3,7 +3,11 @@ queue, runs per minute and step timings."""
 
 from __future__ import annotations
 
-from stepline.storage import records, store
+import contextlib
+import sqlite3
+from pathlib import Path
+
+from stepline.storage import open_store, queries, records, store
 from tests.server import support
 from tests.server.support import NOW_MS, Seed
 
@@ -84,3 +88,24 @@ async def test_runs_per_minute_and_step_timings(db: store.Store) -> None:
     timings = await db.step_timings(start, 10)
     assert timings == [records.StepTiming(start + minute + 900, 900), records.StepTiming(start + 40, 30)]
     assert await db.step_timings(start, 1) == timings[:1]
+
+
+DASHBOARD_QUERIES: dict[str, tuple[dict[str, object], str]] = {
+    "runs_started_per_minute": ({"lower": "01"}, "USING INDEX sqlite_autoindex_runs_1 (id>?)"),
+    "runs_ended_per_minute": ({"since": 1}, "USING COVERING INDEX runs_by_ended (ended_at>?)"),
+    "step_timings_since": ({"since": 1, "limit": 5}, "USING INDEX steps_by_ended (ended_at>?)"),
+    "ready_queue": ({"now": 1}, "USING COVERING INDEX queue_ready (available_at<?)"),
+    "run_pauses": ({"run_id": "x"}, "USING INDEX pauses_by_run (run_id=?)"),
+    "run_queue_items": ({"run_id": "x"}, "USING INDEX queue_by_run (run_id=?)"),
+}
+
+
+async def test_sqlite_reads_each_dashboard_query_from_its_index(tmp_path: Path) -> None:
+    path = tmp_path / "plans.db"
+    await (await open_store(f"sqlite:///{path}")).close()
+    named = queries.load_queries("sqlite")
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        for name, (params, index) in DASHBOARD_QUERIES.items():
+            plan = [str(row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + named[name], dict(params))]
+            assert any(index in step for step in plan), f"{name}: {plan}"
+            assert not any(step.startswith("SCAN") for step in plan), f"{name}: {plan}"
