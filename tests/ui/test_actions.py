@@ -83,6 +83,7 @@ async def test_retry_from_the_failed_step_copies_the_successful_steps(server: su
     html = (await server.client.get(reply.headers["location"])).text
     assert "Started a retry from the failed step." in html
     assert re.findall(r"<summary>([^<]+)</summary>", html)[:2] == ["fetch", "settle"]
+    assert html.count("result kept from the failed run this one retries") == 2
 
 
 async def test_retry_of_a_run_that_did_not_fail_is_refused(server: support.Server) -> None:

@@ -101,7 +101,7 @@ def run_detail(
     items: Sequence[records.QueueItem],
     now: int,
 ) -> RunDetail:
-    bars = [_step_bar(step) for step in steps]
+    bars = [_step_bar(step, run.created_at) for step in steps]
     names = {step.step_id: step.name for step in steps}
     names.update({pause.step_id: pause.step_name or pause.step_id for pause in pauses})
     bars += [_pause_bar(pause) for pause in pauses]
@@ -131,7 +131,7 @@ def run_detail(
     )
 
 
-def _step_bar(step: records.StepRecord) -> Bar:
+def _step_bar(step: records.StepRecord, run_created_at: int) -> Bar:
     result = step.result
     is_error = isinstance(result, dict) and set(result) == ERROR_KINDS
     output: Any = result
@@ -142,6 +142,8 @@ def _step_bar(step: records.StepRecord) -> Bar:
         target = "no matching event before the timeout" if result in (None, {"data": None}) else "event received"
     elif step.kind == "sleep":
         target = "slept until its time"
+    if step.ended_at < run_created_at:  # recorded before this run existed: copied by a retry
+        target = "result kept from the failed run this one retries (not run again)"
     return Bar(
         name=step.name,
         kind=step.kind,
