@@ -308,6 +308,7 @@ class EngineCore:
         self._run_ended.set()
 
     def _note_task_swept(self, task: records.TaskRecord, reason: str) -> None:
+        observe.sweeper_action("failed_pending" if task.run_id is None else "failed_pending_run_cancelled")
         self._run_ended.set()
 
     async def _sweep_loop(self) -> None:

@@ -2,8 +2,9 @@
 
 ``nap`` sleeps for an hour (to be cancelled), ``charge`` fails at its second step until the
 file named by ``BROWSER_FLAG`` exists (to be retried from that step), ``slow`` takes a few
-seconds over three steps (to be watched finishing). ``BROWSER_LOG`` counts step executions,
-one line per execution, so tests can tell a step that ran again from one whose result was kept.
+seconds over three steps, reporting progress when it drives a task (to be watched finishing).
+``BROWSER_LOG`` counts step executions, one line per execution, so tests can tell a step that
+ran again from one whose result was kept.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ async def slow(ctx: stepline.Context) -> int:
             return value + 1
 
         total += await ctx.step.run(f"part-{index}", work)
+        await ctx.task.progress((index + 1) / 3, f"part {index + 1} of 3")  # a no-op for runs without a task
     return total
 
 

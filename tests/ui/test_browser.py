@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -206,6 +207,25 @@ def test_watch_a_run_complete_without_reloading(page: Page, stack: Stack) -> Non
     expect(p.locator("#run-status")).to_have_text("completed")
     expect(p.locator("svg.bar rect.ok")).to_have_count(3)
     assert p.evaluate("window.notReloaded") is True
+
+
+def test_watch_a_task_reach_complete_without_reloading(page: Page, stack: Stack, tmp_path: Path) -> None:
+    p = page
+    body = {"kind": "report", "owner": "ada", "event": {"name": "browser/slow", "data": {"seconds": 1.0}}}
+    reply = httpx.post(f"{stack.server.url}/v1/tasks", json=body, timeout=10)
+    assert reply.status_code == 202, reply.text
+    task_id = reply.json()["id"]
+
+    p.goto("/tasks?owner=ada")
+    p.locator(f"a[href='/tasks/{task_id}']").click()
+    expect(p.locator("#task-status")).not_to_have_text("complete")
+    p.evaluate("window.notReloaded = true")
+
+    expect(p.locator("#task-status")).to_have_text("complete")
+    expect(p.locator("#task-progress")).to_contain_text("100%")
+    expect(p.locator("#task-result")).to_have_text("6")  # 1 + 2 + 3
+    assert p.evaluate("window.notReloaded") is True
+    screenshot(p, "task.png", tmp_path)
 
 
 def test_overview(page: Page, stack: Stack, tmp_path: Path) -> None:

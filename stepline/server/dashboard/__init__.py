@@ -1,7 +1,8 @@
-"""The dashboard: server-rendered pages at ``/`` for runs, events, functions and apps, with
+"""The dashboard: server-rendered pages at ``/`` for runs, events, tasks, functions and apps, with
 actions and live updates. ``install(app)`` mounts it on the server's app.
 
-Package layout: ``pages`` (GET), ``actions`` (POST), ``live`` (server-sent events),
+Package layout: ``pages`` (GET), ``actions`` (POST), ``live`` (server-sent events), ``task_pages``
+(the tasks list and page, with their stream and cancel action),
 ``views`` (records to view models), ``charts`` (the overview), ``security`` (who may see it,
 CSRF), ``templating`` (Jinja2), ``templates/`` and ``static/`` (shipped in the wheel).
 """
@@ -17,14 +18,14 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from stepline.server import runtime as runtime_
-from stepline.server.dashboard import actions, charts, live, pages, security, templating
+from stepline.server.dashboard import actions, charts, live, pages, security, task_pages, templating
 
 
 def install(app: FastAPI) -> None:
     """Mount the dashboard's routes, static files, error pages, ``/v1`` guard and queue sampler."""
     runtime: runtime_.ServerRuntime = app.state.runtime
     app.state.queue_sampler = charts.QueueSampler()
-    for router in (pages.router, actions.router, live.router):
+    for router in (pages.router, actions.router, live.router, task_pages.router):
         app.include_router(router)
     static = resources.files("stepline.server.dashboard").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="dashboard-static")
