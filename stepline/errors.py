@@ -14,6 +14,7 @@
     ├── TaskNotFoundError           no task has that id (or the caller does not own it)
     ├── TaskConflictError           a task id was reused for a different task
     ├── QuotaExceeded               enqueue refused: the owner used up the feature's quota
+    ├── RunStateError               the run is not in a state that allows the action (retry a run that did not fail)
     ├── EventSendError              the server refused events sent over HTTP, or could not be reached
     ├── NonDeterminismError         a function changed its steps between calls
     ├── NonRetriableError           raised by users: fail the step (or run) now, no retries
@@ -86,6 +87,10 @@ class QuotaExceeded(SteplineError):
         self.feature = feature
         self.limit = limit
         self.retry_after = retry_after
+
+
+class RunStateError(SteplineError):
+    """The action does not apply to the run as it is now (e.g. retrying a run that has not failed)."""
 
 
 class EventSendError(SteplineError):

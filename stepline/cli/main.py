@@ -113,6 +113,21 @@ def _server_options(dev: bool) -> Callable[[F], F]:
                 show_default=True,
                 help="Calls to apps in flight at once [STEPLINE_CONCURRENCY].",
             ),
+            click.option(
+                "--dashboard-token",
+                envvar="STEPLINE_DASHBOARD_TOKEN",
+                default=None,
+                help="Token that opens the dashboard; required to serve it beyond 127.0.0.1 "
+                "[STEPLINE_DASHBOARD_TOKEN].",
+            ),
+            click.option(
+                "--otel",
+                envvar="STEPLINE_OTEL",
+                is_flag=True,
+                default=False,
+                help="Emit OpenTelemetry spans per run and step through the global tracer provider "
+                "(needs the otel extra) [STEPLINE_OTEL].",
+            ),
         ]
         for option in reversed(options):
             command = option(command)
@@ -140,6 +155,8 @@ def _serve(dev: bool, **options: Any) -> None:
             app_urls=_split(options["app_urls"]),
             pool_size=options["pool_size"],
             concurrency=options["concurrency"],
+            dashboard_token=options["dashboard_token"] or None,
+            otel=options["otel"],
         )
     except errors.ConfigurationError as exc:
         _fail(str(exc), 2)
@@ -150,6 +167,12 @@ def _serve(dev: bool, **options: Any) -> None:
 
     from stepline.server.app import create_app
 
+    if server_settings.dashboard_refused:
+        logging.getLogger("stepline.server").warning(
+            "listening on %s without --dashboard-token: the dashboard is refused and /v1 answers only "
+            "requests with a credential; set STEPLINE_DASHBOARD_TOKEN, or listen on 127.0.0.1 and use an SSH tunnel",
+            server_settings.host,
+        )
     mode = "dev" if dev else "production"
     click.echo(
         f"Stepline {mode} server on http://{server_settings.host}:{server_settings.port} "
@@ -255,6 +278,15 @@ def runs_cancel(run_id: str, url: str, signing_key: str | None) -> None:
 def runs_rerun(run_id: str, url: str, signing_key: str | None) -> None:
     """Start a new run of the same function with the same event."""
     data = _request("POST", f"{url.rstrip('/')}/v1/runs/{run_id}/rerun", signing_key)["data"]
+    click.echo(data["run_id"])
+
+
+@runs.command("retry")
+@click.argument("run_id")
+@_api_options
+def runs_retry(run_id: str, url: str, signing_key: str | None) -> None:
+    """Retry a failed run from its failed step, keeping the results of the steps before it."""
+    data = _request("POST", f"{url.rstrip('/')}/v1/runs/{run_id}/retry", signing_key)["data"]
     click.echo(data["run_id"])
 
 

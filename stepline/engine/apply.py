@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from stepline import errors
-from stepline.engine import backoff, flow_timers, transitions
+from stepline.engine import backoff, flow_timers, observe, transitions
 from stepline.engine import clock as clock_
 from stepline.engine import ingest as ingest_
 from stepline.engine import registry as registry_
@@ -115,6 +115,7 @@ class Applier:
             )
             if await tx.record_checkpoint(step) is None:  # the run ended (e.g. was cancelled)
                 raise transitions.LeaseLostError(item.id)
+            observe.step_recorded(run_id, step.name, step.kind, started_at, now)
             item.attempt = 0  # the item now stands for the call after this step
             item.available_at = now + self._lease_ms
             if not await tx.reschedule_item(item, item.claims):
@@ -253,6 +254,7 @@ class Applier:
     ) -> None:
         lifecycle = await transitions.end_run(tx, run, status, now, output=output, error=error)
         await flow_timers.clean_up(tx, self._registry.get(run.function_id), run)
+        observe.run_ended(run)
         try:
             await self._ingestor.ingest_lifecycle(tx, lifecycle, now)
         except errors.SerializationError:
@@ -289,6 +291,7 @@ class Applier:
         attempts: the call is retried with backoff for ``APP_DOWN_GRACE_MS``, then counts as failed."""
         if outcome.error.get("name") not in TRANSPORT_ERRORS:
             return False
+        observe.dispatch_error(str(outcome.error.get("name")))
         since = int(item.payload.get("app_down_since", now))
         if now - since >= APP_DOWN_GRACE_MS:
             return False

@@ -19,7 +19,7 @@ from stepline import errors
 from stepline.engine import apply as apply_
 from stepline.engine import clock as clock_
 from stepline.engine import cron as cron_
-from stepline.engine import dispatch, executor, ingest, sweeper, tasks, transitions, views
+from stepline.engine import dispatch, executor, ingest, observe, retry, sweeper, tasks, transitions, views
 from stepline.engine import registry as registry_
 from stepline.protocol import models
 from stepline.storage import open_store, records, store
@@ -195,6 +195,7 @@ class EngineCore:
             error = models.error_body("Cancelled", "the run was cancelled")
             lifecycle = await transitions.end_run(tx, run, records.RunStatus.CANCELLED, now, error=error)
             await self._ingestor.ingest_lifecycle(tx, lifecycle, now)
+        observe.run_ended(run)
         self._note_run_ended(run_id)
         return True
 
@@ -289,11 +290,25 @@ class EngineCore:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._run_ended.wait(), timeout=min(remaining, self._poll_interval_s))
 
+    async def retry_run(self, run_id: str) -> str:
+        """Retry a failed run from its failed step: a new run of the same function with the same
+        events, whose successfully recorded steps are copied over and not run again; returns its id."""
+        steps = await self.store.list_steps(run_id)
+        now = self.clock.now_ms()
+        async with self.store.transaction() as tx:
+            original = await tx.lock_run(run_id)
+            if original is None:
+                raise errors.RunNotFoundError(f"no run {run_id!r}")
+            if self.registry.get(original.function_id) is None:
+                raise errors.FunctionNotFoundError(f"function {original.function_id!r} is no longer registered")
+            return await retry.retry_run(tx, original, steps, now)
+
     # internals
     def _note_run_ended(self, run_id: str) -> None:
         self._run_ended.set()
 
     def _note_task_swept(self, task: records.TaskRecord, reason: str) -> None:
+        observe.sweeper_action("failed_pending" if task.run_id is None else "failed_pending_run_cancelled")
         self._run_ended.set()
 
     async def _sweep_loop(self) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import ulid
 
-from stepline.engine import tasks
+from stepline.engine import observe, tasks
 from stepline.protocol import models
 from stepline.storage import records, store
 
@@ -62,9 +62,14 @@ async def record_step(
     inserted = await tx.record_step(step)
     if inserted:
         run.step_count += 1
+        observe.step_recorded(run.id, name, kind, started_at, now, failed=_is_error(result))
     if step_id in run.pending:
         run.pending.remove(step_id)
     return inserted
+
+
+def _is_error(result: Any) -> bool:
+    return isinstance(result, dict) and set(result) == {"error"}
 
 
 def continuation_time(run: records.RunRecord, now: int) -> int:

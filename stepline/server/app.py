@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from stepline.server import errors, runtime, settings
+from stepline.engine import observe
+from stepline.server import dashboard, errors, metrics, runtime, settings
 from stepline.server.api import events, events_read, health, registry, runs, sync, tasks
 
 VERSION = "0.1.0"
@@ -15,6 +16,8 @@ VERSION = "0.1.0"
 
 def create_app(server_settings: settings.ServerSettings) -> FastAPI:
     server = runtime.ServerRuntime(server_settings)
+    if server_settings.otel:
+        observe.enable_tracing()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -38,4 +41,6 @@ def create_app(server_settings: settings.ServerSettings) -> FastAPI:
     )
     for router in routers:
         app.include_router(router)
+    app.include_router(metrics.router)
+    dashboard.install(app)
     return app

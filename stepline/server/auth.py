@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,16 +21,31 @@ async def require_api_key(request: Request) -> runtime_.ServerRuntime:
     """A dependency: in production, ``Authorization: Bearer <signing key or its hash>`` is required."""
     runtime = runtime_of(request)
     settings = runtime.settings
-    if settings.dev and not settings.signing_key:
-        return runtime
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token or not signing.bearer_matches(token.strip(), settings.signing_keys):
+    bearer = token.strip() if scheme.lower() == "bearer" else ""
+    if dashboard_token_matches(settings.dashboard_token, bearer):
+        return runtime
+    if settings.dev and not settings.signing_key:
+        if settings.is_local_only or not request.url.path.startswith("/v1"):
+            return runtime
+        raise ApiError(
+            401,
+            f"this dev server listens on {settings.host}, beyond this machine: send "
+            "'Authorization: Bearer <dashboard token>' (start it with --dashboard-token)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not bearer or not signing.bearer_matches(bearer, settings.signing_keys):
         raise ApiError(
             401,
             "missing or wrong bearer token: send 'Authorization: Bearer <signing key>' (or its sha256 hash)",
             headers={"WWW-Authenticate": "Bearer"},
         )
     return runtime
+
+
+def dashboard_token_matches(expected: str | None, given: str) -> bool:
+    """Whether ``given`` is the dashboard token (compared in constant time)."""
+    return bool(expected) and bool(given) and hmac.compare_digest(given.encode(), str(expected).encode())
 
 
 def check_event_key(runtime: runtime_.ServerRuntime, key: str) -> None:

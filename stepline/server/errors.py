@@ -30,6 +30,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[errors.SteplineError], int], ...] = (
     (errors.TaskNotFoundError, 404),
     (errors.TaskConflictError, 409),
     (errors.FunctionNotFoundError, 404),
+    (errors.RunStateError, 409),
     (errors.ConfigurationError, 400),
     (errors.SerializationError, 400),
     (errors.StorageError, 503),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ipaddress
 import os
 
@@ -11,6 +12,7 @@ from stepline.protocol import signing
 
 DEFAULT_PORT = 8288
 DEFAULT_DEV_DATABASE_URL = "sqlite:///.stepline/dev.db"
+MIN_DASHBOARD_TOKEN = 16
 
 
 def env_list(name: str) -> list[str]:
@@ -35,6 +37,10 @@ class ServerSettings:
     sync_interval_s: float = 5.0
     call_timeout_s: float = 300.0
     """Longest a single call to an app may take."""
+    dashboard_token: str | None = None
+    """Required to open the dashboard (a login form, or ``Authorization: Bearer``); also accepted by ``/v1``."""
+    otel: bool = False
+    """Emit OpenTelemetry spans per run and step through the global tracer provider (the ``otel`` extra)."""
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -62,6 +68,15 @@ class ServerSettings:
             raise errors.ConfigurationError(f"concurrency must be at least 1 (got {self.concurrency})")
         if self.pool_size < 1:
             raise errors.ConfigurationError(f"pool size must be at least 1 (got {self.pool_size})")
+        if self.otel and importlib.util.find_spec("opentelemetry") is None:
+            raise errors.ConfigurationError(
+                "--otel needs OpenTelemetry: install Stepline with its otel extra (pip install 'stepline[otel]')"
+            )
+        if self.dashboard_token is not None and len(self.dashboard_token) < MIN_DASHBOARD_TOKEN:
+            raise errors.ConfigurationError(
+                f"the dashboard token must be at least {MIN_DASHBOARD_TOKEN} characters "
+                "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
 
     @property
     def signing_keys(self) -> list[str]:
@@ -78,3 +93,9 @@ class ServerSettings:
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return self.host == "localhost"
+
+    @property
+    def dashboard_refused(self) -> bool:
+        """Bound to a non-loopback address without a dashboard token: the dashboard is not served,
+        and ``/v1`` answers only callers presenting a credential."""
+        return not self.is_local_only and not self.dashboard_token

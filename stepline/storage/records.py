@@ -317,3 +317,30 @@ class IdRange:
             return cls.MAX
         crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
         return "".join(crockford[(millis >> shift) & 31] for shift in range(45, -1, -5)) + "0" * 16
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MinuteCount:
+    """How many runs started (``what="started"``) or ended in a status, in one minute."""
+
+    minute: int
+    """The minute's start, epoch milliseconds."""
+    what: str
+    """``started``, ``completed``, ``failed`` or ``cancelled``."""
+    count: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepTiming:
+    """When a ``step.run`` ended and how long its last attempt took (milliseconds)."""
+
+    ended_at: int
+    duration: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReadyQueue:
+    """Queue items that are claimable now, and when the oldest of them became so."""
+
+    ready: int
+    oldest_ready_at: int | None

@@ -278,6 +278,27 @@ class Store(Protocol):
 
     async def list_functions(self) -> list[records.FunctionRecord]: ...
 
+    # the dashboard's overview (each reads one index range)
+    async def runs_per_minute(self, since: int) -> list[records.MinuteCount]:
+        """Runs started, and runs ended by status, per minute since ``since`` (epoch ms)."""
+        ...
+
+    async def step_timings(self, since: int, limit: int) -> list[records.StepTiming]:
+        """Durations of the ``step.run`` results recorded since ``since``, newest first, at most ``limit``."""
+        ...
+
+    async def ready_queue(self, now: int) -> records.ReadyQueue:
+        """How many queue items are claimable at ``now``, and the oldest one's ``available_at``."""
+        ...
+
+    async def run_pauses(self, run_id: str) -> list[records.PauseRecord]:
+        """The waits and invokes a run is paused on (the dashboard shows their targets)."""
+        ...
+
+    async def run_queue_items(self, run_id: str) -> list[records.QueueItem]:
+        """A run's queued work: sleeps, step retries, its next call."""
+        ...
+
     # wake-ups
     async def wait_for_work(self, timeout: float) -> None:
         """Return when work may be ready, or after ``timeout`` seconds.

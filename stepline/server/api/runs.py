@@ -216,3 +216,9 @@ async def cancel_run(run_id: str, server: auth.ApiServer) -> dict[str, Any]:
 @router.post("/{run_id}/rerun")
 async def rerun(run_id: str, server: auth.ApiServer) -> dict[str, Any]:
     return {"data": {"run_id": await server.rerun(run_id), "rerun_of": run_id}}
+
+
+@router.post("/{run_id}/retry")
+async def retry(run_id: str, server: auth.ApiServer) -> dict[str, Any]:
+    """A new run of a failed run's function and events that keeps its successful step results."""
+    return {"data": {"run_id": await server.retry_run(run_id), "retry_of": run_id}}

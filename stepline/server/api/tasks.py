@@ -36,18 +36,24 @@ KEEPALIVE_S = 15.0
 
 
 async def require_client_key(request: Request) -> runtime_.ServerRuntime:
-    """A dependency: an event key (or the signing key) as bearer token, unless the server is a
-    dev server without keys."""
+    """A dependency: an event key (or the signing key, or the dashboard token) as bearer token,
+    unless the server is a dev server without keys listening on this machine only."""
     runtime = auth.runtime_of(request)
     settings = runtime.settings
-    if settings.dev and not settings.event_keys and not settings.signing_key:
-        return runtime
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    valid = scheme.lower() == "bearer" and bool(token)
-    if valid and token not in settings.event_keys and not signing.bearer_matches(token, settings.signing_keys):
-        valid = False
-    if not valid:
+    bearer = token.strip() if scheme.lower() == "bearer" else ""
+    if auth.dashboard_token_matches(settings.dashboard_token, bearer):
+        return runtime
+    if settings.dev and not settings.event_keys and not settings.signing_key:
+        if settings.is_local_only:
+            return runtime
+        raise ApiError(
+            401,
+            f"this dev server listens on {settings.host}, beyond this machine, and has no keys: send "
+            "'Authorization: Bearer <dashboard token>' (start it with --dashboard-token), or give it an event key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not bearer or (bearer not in settings.event_keys and not signing.bearer_matches(bearer, settings.signing_keys)):
         raise ApiError(
             401,
             "missing or wrong bearer token: send 'Authorization: Bearer <event key>' (or the signing key)",

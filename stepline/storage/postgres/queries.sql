@@ -503,3 +503,45 @@ WHERE function_id = %(function_id)s AND kind = %(kind)s AND key = %(key)s;
 
 -- name: set_run_events
 UPDATE runs SET events = %(events)s WHERE id = %(id)s;
+-- name: runs_started_per_minute
+-- The dashboard's overview. Ids are ULIDs, so runs made since the lower bound are one
+-- primary-key range.
+SELECT created_at / 60000 * 60000 AS minute, 'started' AS what, count(*) AS count
+FROM runs
+WHERE id >= %(lower)s
+GROUP BY created_at / 60000;
+
+-- name: runs_ended_per_minute
+SELECT ended_at / 60000 * 60000 AS minute, status AS what, count(*) AS count
+FROM runs
+WHERE ended_at >= %(since)s
+GROUP BY ended_at / 60000, status;
+
+-- name: step_timings_since
+-- Only step.run results: sleeps and waits last as long as they were asked to.
+SELECT ended_at, ended_at - started_at AS duration
+FROM steps
+WHERE ended_at >= %(since)s AND kind = 'run'
+ORDER BY ended_at DESC
+LIMIT %(limit)s;
+
+-- name: ready_queue
+-- Items claimable now (ready, or with an expired lease): a range of queue_ready.
+SELECT count(*) AS ready, min(available_at) AS oldest_ready_at
+FROM queue
+WHERE available_at <= %(now)s;
+
+-- name: run_pauses
+-- What a run waits on (the dashboard's run page), through pauses_by_run.
+SELECT id, run_id, step_id, kind, event_name, expression, event, correlation_id, expires_at, created_at,
+       timeout_item_id, step_name
+FROM pauses
+WHERE run_id = %(run_id)s
+ORDER BY id;
+
+-- name: run_queue_items
+-- A run's queued work (sleeps, retries, next call), through queue_by_run.
+SELECT id, run_id, kind, step_id, attempt, available_at, claims, payload, created_at
+FROM queue
+WHERE run_id = %(run_id)s
+ORDER BY id;

@@ -625,6 +625,32 @@ class PostgresStore:
         found = await self._fetchall("events_by_public_id", {"id": public_id, "limit": max(0, limit)})
         return [rows.event_record(row) for row in found]
 
+    # the dashboard's overview
+
+    async def runs_per_minute(self, since: int) -> list[records.MinuteCount]:
+        started = await self._fetchall_unprepared("runs_started_per_minute", {"lower": records.IdRange.floor(since)})
+        ended = await self._fetchall_unprepared("runs_ended_per_minute", {"since": since})
+        return [
+            records.MinuteCount(int(row["minute"]), str(row["what"]), int(row["count"])) for row in [*started, *ended]
+        ]
+
+    async def step_timings(self, since: int, limit: int) -> list[records.StepTiming]:
+        found = await self._fetchall_unprepared("step_timings_since", {"since": since, "limit": max(0, limit)})
+        return [records.StepTiming(int(row["ended_at"]), int(row["duration"])) for row in found]
+
+    async def ready_queue(self, now: int) -> records.ReadyQueue:
+        row = await self._fetchone("ready_queue", {"now": now})
+        if row is None:
+            return records.ReadyQueue(0, None)
+        oldest = row["oldest_ready_at"]
+        return records.ReadyQueue(int(row["ready"]), None if oldest is None else int(oldest))
+
+    async def run_pauses(self, run_id: str) -> list[records.PauseRecord]:
+        return [rows.pause_record(row) for row in await self._fetchall("run_pauses", {"run_id": run_id})]
+
+    async def run_queue_items(self, run_id: str) -> list[records.QueueItem]:
+        return [rows.item_record(row) for row in await self._fetchall("run_queue_items", {"run_id": run_id})]
+
     # wake-ups
 
     async def wait_for_work(self, timeout: float) -> None:

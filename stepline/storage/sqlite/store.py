@@ -462,6 +462,28 @@ class SQLiteStore:
         found = self._reader.all("events_by_public_id", {"id": public_id, "limit": max(0, limit)})
         return [rows.event_record(row) for row in found]
 
+    # the dashboard's overview
+    async def runs_per_minute(self, since: int) -> list[records.MinuteCount]:
+        started = self._reader.all("runs_started_per_minute", {"lower": records.IdRange.floor(since)})
+        ended = self._reader.all("runs_ended_per_minute", {"since": since})
+        return [records.MinuteCount(int(row[0]), str(row[1]), int(row[2])) for row in [*started, *ended]]
+
+    async def step_timings(self, since: int, limit: int) -> list[records.StepTiming]:
+        found = self._reader.all("step_timings_since", {"since": since, "limit": max(0, limit)})
+        return [records.StepTiming(int(row[0]), int(row[1])) for row in found]
+
+    async def ready_queue(self, now: int) -> records.ReadyQueue:
+        row = self._reader.one("ready_queue", {"now": now})
+        if row is None:
+            return records.ReadyQueue(0, None)
+        return records.ReadyQueue(int(row[0]), None if row[1] is None else int(row[1]))
+
+    async def run_pauses(self, run_id: str) -> list[records.PauseRecord]:
+        return [rows.pause_record(row) for row in self._reader.all("run_pauses", {"run_id": run_id})]
+
+    async def run_queue_items(self, run_id: str) -> list[records.QueueItem]:
+        return [rows.item_record(row) for row in self._reader.all("run_queue_items", {"run_id": run_id})]
+
     # wake-ups
     async def wait_for_work(self, timeout: float) -> None:
         try:
