@@ -70,7 +70,12 @@ class HttpTransport:
             return _unreachable(f"function {spec.id!r} has no serve URL: sync its app again")
         step_id = request.ctx.step_id
         url = call_url(spec.url, spec.id, step_id)
-        body = signing.canonical_json(request.model_dump(mode="json"))
+        # The signature covers the JCS-canonical body, which costs a quarter of a call's CPU in
+        # Python; unsigned (dev) calls send pydantic's own JSON, which the SDKs read the same.
+        if self._signing_key:
+            body = signing.canonical_json(request.model_dump(mode="json"))
+        else:
+            body = request.model_dump_json().encode()
         headers = {
             "Content-Type": "application/json",
             "X-Run-ID": request.ctx.run_id,
