@@ -11,8 +11,8 @@ import dataclasses
 from typing import Any
 
 from stepline import errors
+from stepline.engine import flow_control, transitions
 from stepline.engine import registry as registry_
-from stepline.engine import transitions
 from stepline.protocol import expressions, jsonvalue
 from stepline.storage import records, store
 
@@ -124,7 +124,9 @@ class Ingestor:
         run = _PlannedRun(fn, original.events[0], original.event_id).to_run(now)
         run.events = original.events
         await tx.insert_runs([run])
-        await tx.enqueue_many([transitions.discover_item(run, now)])
+        item = transitions.discover_item(run, now)
+        await flow_control.prepare(tx, [(fn, run, item)], now)
+        await tx.enqueue_many([item])
         return run.id
 
     async def _start_runs(self, tx: store.Transaction, planned: list[_PlannedRun], now: int) -> list[str]:
@@ -136,9 +138,12 @@ class Ingestor:
             for plan in planned
         ]
         claimed = await tx.claim_idempotency_keys(claims, now)
-        runs = [plan.to_run(now) for plan, won in zip(planned, claimed, strict=True) if won]
+        started = [(plan.fn, plan.to_run(now)) for plan, won in zip(planned, claimed, strict=True) if won]
+        runs = [run for _, run in started]
         await tx.insert_runs(runs)
-        await tx.enqueue_many([transitions.discover_item(run, now) for run in runs])
+        items = [transitions.discover_item(run, now) for run in runs]
+        await flow_control.prepare(tx, [(fn, run, item) for (fn, run), item in zip(started, items, strict=True)], now)
+        await tx.enqueue_many(items)
         return [run.id for run in runs]
 
     async def _resume_pauses(

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from stepline import errors
+from stepline.engine import flow_config
 from stepline.protocol import expressions
 from stepline.sdk import function as function_
 from stepline.sdk import triggers
@@ -40,6 +41,8 @@ class FunctionSpec:
     url: str | None
     """Where to POST calls (``?fnId=...&stepId=step``); None for functions in this process."""
     config: dict[str, Any]
+    flow: flow_config.FlowConfig = flow_config.NONE
+    """Claim-time flow control (concurrency, throttle, priority), parsed from ``config``."""
 
     @property
     def max_attempts(self) -> int:
@@ -88,6 +91,7 @@ class FunctionSpec:
             retries=min(retries, MAX_RETRIES),
             url=url if isinstance(url, str) and url.startswith(("http://", "https://")) else None,
             config=config,
+            flow=flow_config.parse(config, fn_id),
         )
 
 

@@ -232,3 +232,16 @@ class IdRange:
             return cls.MAX
         crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
         return "".join(crockford[(millis >> shift) & 31] for shift in range(45, -1, -5)) + "0" * 16
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunConcurrency:
+    """The concurrency keys of a run (one or two, with their limits), evaluated at its creation.
+
+    Every queue item of the run inherits them; see ``storage.slots``."""
+
+    run_id: str
+    key1: str
+    limit1: int
+    key2: str | None = None
+    limit2: int | None = None

@@ -234,3 +234,13 @@ def function_record(row: Row) -> records.FunctionRecord:
     return records.FunctionRecord(
         row["id"], row["app_id"], row["name"], row["config"], row["updated_at"], row["version"]
     )
+
+
+def run_concurrency_params(keys: records.RunConcurrency) -> Params:
+    return {
+        "run_id": keys.run_id,
+        "first_key": keys.key1,
+        "first_limit": keys.limit1,
+        "second_key": keys.key2,
+        "second_limit": keys.limit2,
+    }

@@ -92,12 +92,19 @@ WHERE run_id = :run_id
 ORDER BY seq, step_id;
 
 -- name: enqueue_item
-INSERT INTO queue (id, run_id, kind, step_id, attempt, available_at, claims, payload, created_at)
-VALUES (:id, :run_id, :kind, :step_id, :attempt, :available_at, :claims, :payload, :created_at);
+-- The item inherits its run's concurrency keys (none for a run without limits).
+INSERT INTO queue (
+    id, run_id, kind, step_id, attempt, available_at, claims, payload, created_at, ckey1, climit1, ckey2, climit2
+)
+SELECT :id, :run_id, :kind, :step_id, :attempt, :available_at, :claims, :payload, :created_at,
+       rc.ckey1, rc.climit1, rc.ckey2, rc.climit2
+FROM (SELECT 1) AS one
+LEFT JOIN run_concurrency AS rc ON rc.run_id = :run_id;
 
 -- name: complete_item
 DELETE FROM queue
-WHERE id = :id AND claims = :claims;
+WHERE id = :id AND claims = :claims
+RETURNING ckey1, ckey2, slot;
 
 -- name: reschedule_item
 UPDATE queue
@@ -106,23 +113,31 @@ SET kind = :kind,
     attempt = :attempt,
     available_at = :available_at,
     payload = :payload,
-    claims = claims + 1
-WHERE id = :id AND claims = :claims;
+    claims = claims + 1,
+    slot = 0
+WHERE id = :id AND claims = :claims
+RETURNING ckey1, ckey2;
 
 -- name: delete_item
 DELETE FROM queue
-WHERE id = :id;
+WHERE id = :id
+RETURNING ckey1, ckey2, slot;
 
 -- name: delete_run_items
 DELETE FROM queue
-WHERE run_id = :run_id;
+WHERE run_id = :run_id
+RETURNING ckey1, ckey2, slot;
 
 -- name: claim_items
 -- Leases the oldest ready items (ready time or expired lease) in one statement; the
 -- subquery reads only the queue_ready index. RETURNING order is arbitrary: callers sort.
+-- Items under a concurrency limit keep their ready time in parked_at until the store admits
+-- them (in the same transaction), so that one statement still does the claim.
 UPDATE queue
 SET available_at = :lease_until,
-    claims = claims + 1
+    claims = claims + 1,
+    slot = 0,
+    parked_at = CASE WHEN ckey1 IS NOT NULL AND kind IN ('discover', 'step') THEN available_at END
 WHERE id IN (
     SELECT id
     FROM queue INDEXED BY queue_ready
@@ -130,7 +145,8 @@ WHERE id IN (
     ORDER BY available_at, id
     LIMIT :limit
 )
-RETURNING id, run_id, kind, step_id, attempt, available_at, claims, payload, created_at;
+RETURNING id, run_id, kind, step_id, attempt, available_at, claims, payload, created_at,
+          ckey1, climit1, ckey2, climit2, parked_at AS ready_at;
 
 -- name: extend_lease
 UPDATE queue
@@ -323,3 +339,79 @@ FROM events INDEXED BY events_by_public_id
 WHERE id = :id
 ORDER BY internal_id DESC
 LIMIT :limit;
+
+-- Claim-time flow control (concurrency slots, parking, throttle); see postgres/queries.sql.
+-- SQLite has one writer, so no key locks: each claim or release is one write transaction.
+
+-- name: renew_item
+UPDATE queue
+SET kind = :kind,
+    step_id = :step_id,
+    attempt = :attempt,
+    available_at = :available_at,
+    payload = :payload,
+    claims = claims + 1
+WHERE id = :id AND claims = :claims;
+
+-- name: insert_run_concurrency
+INSERT INTO run_concurrency (run_id, ckey1, climit1, ckey2, climit2)
+VALUES (:run_id, :first_key, :first_limit, :second_key, :second_limit);
+
+-- name: count_slots
+SELECT k.value AS key,
+       (SELECT count(*) FROM queue INDEXED BY queue_slots1
+        WHERE ckey1 = k.value AND slot AND available_at > :now)
+     + (SELECT count(*) FROM queue INDEXED BY queue_slots2
+        WHERE ckey2 = k.value AND slot AND ckey2 IS NOT NULL AND available_at > :now) AS used
+FROM json_each(:keys) AS k;
+
+-- name: admit_items
+UPDATE queue
+SET slot = 1,
+    parked_at = NULL
+WHERE id IN (SELECT i.value FROM json_each(:ids) AS i JOIN json_each(:claims) AS c ON c.key = i.key
+             WHERE c.value = queue.claims)
+RETURNING id;
+
+-- name: park_items
+UPDATE queue
+SET available_at = :parked,
+    parked_at = (SELECT r.value FROM json_each(:ids) AS i JOIN json_each(:ready_ats) AS r ON r.key = i.key
+                 WHERE i.value = queue.id)
+WHERE id IN (SELECT i.value FROM json_each(:ids) AS i JOIN json_each(:claims) AS c ON c.key = i.key
+             WHERE c.value = queue.claims);
+
+-- name: return_items
+UPDATE queue
+SET available_at = (SELECT r.value FROM json_each(:ids) AS i JOIN json_each(:ready_ats) AS r ON r.key = i.key
+                    WHERE i.value = queue.id),
+    parked_at = NULL
+WHERE id IN (SELECT i.value FROM json_each(:ids) AS i JOIN json_each(:claims) AS c ON c.key = i.key
+             WHERE c.value = queue.claims);
+
+-- name: unpark_items
+UPDATE queue
+SET available_at = parked_at,
+    parked_at = NULL
+WHERE id IN (
+    SELECT id FROM (
+        SELECT id, parked_at FROM (
+            SELECT id, parked_at FROM queue INDEXED BY queue_parked1
+            WHERE ckey1 = :key AND parked_at IS NOT NULL ORDER BY parked_at, id LIMIT :limit
+        )
+        UNION ALL
+        SELECT id, parked_at FROM (
+            SELECT id, parked_at FROM queue INDEXED BY queue_parked2
+            WHERE ckey2 = :key AND parked_at IS NOT NULL AND ckey2 IS NOT NULL ORDER BY parked_at, id LIMIT :limit
+        )
+    )
+    ORDER BY parked_at, id
+    LIMIT :limit
+);
+
+-- name: advance_throttle
+INSERT INTO throttle_keys (key, tat)
+VALUES (:key, :now + :interval)
+ON CONFLICT (key) DO UPDATE
+SET tat = max(throttle_keys.tat, :now) + :interval
+RETURNING tat;

@@ -274,3 +274,13 @@ def app_record(row: Row) -> records.AppRecord:
 def function_record(row: Row) -> records.FunctionRecord:
     id_, app_id, name, config, updated_at, version = row
     return records.FunctionRecord(id_, app_id, name, json.loads(config), updated_at, version)
+
+
+def run_concurrency_params(keys: records.RunConcurrency) -> Params:
+    return {
+        "run_id": keys.run_id,
+        "first_key": keys.key1,
+        "first_limit": keys.limit1,
+        "second_key": keys.key2,
+        "second_limit": keys.limit2,
+    }
