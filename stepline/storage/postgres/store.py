@@ -260,12 +260,15 @@ class PostgresTransaction:
         freed = slots.released(found, slot_known=slot_known)
         if not freed:
             return
-        with _translated("lock_concurrency_keys", self._where):
-            await self._conn.execute(_LOCK_KEYS, {"keys": sorted(freed)})
-        for key in sorted(freed):
-            cursor = await self._execute("unpark_items", {"key": key, "limit": freed[key]})
-            if cursor.rowcount:
-                self.wakes = True
+        with _translated("unpark_items", self._where):
+            async with self._conn.pipeline():  # the lock and the unparks in one round trip
+                await self._conn.execute(_LOCK_KEYS, {"keys": sorted(freed)})
+                cursors = [
+                    await self._conn.execute(self._sql["unpark_items"], {"key": key, "limit": freed[key]})
+                    for key in sorted(freed)
+                ]
+        if any(cursor.rowcount for cursor in cursors):
+            self.wakes = True
 
     # flow control
 
@@ -491,8 +494,12 @@ class PostgresStore:
         """Under the keys' locks, admit, park or give back claimed items; returns the admitted
         items and how many were parked."""
         keys = slots.keys_of(claimed)
+        admitting: psycopg.AsyncCursor[DictRow] | None = None
         with _translated("admit_items", self._where):
-            async with self._connection() as conn, conn.transaction():
+            # Pipelined: BEGIN, the locks and the count go in one round trip; the admissions,
+            # parkings and COMMIT in a second. The count runs after the locks are granted (the
+            # server runs a pipeline's statements in order), so it sees every committed slot.
+            async with self._connection() as conn, conn.pipeline(), conn.transaction():
                 used: dict[str, int] = {}
                 if keys:
                     await conn.execute(_LOCK_KEYS, {"keys": keys})
@@ -500,14 +507,13 @@ class PostgresStore:
                     used = {row["key"]: int(row["used"]) for row in await cursor.fetchall()}
                 decision = slots.decide(claimed, used, room)
                 tentative = [claim for claim in decision.admit if claim.tentative]
-                kept: set[str] = set()
                 if tentative:
-                    cursor = await conn.execute(self._sql["admit_items"], _claims_params(tentative))
-                    kept = {row["id"] for row in await cursor.fetchall()}
+                    admitting = await conn.execute(self._sql["admit_items"], _claims_params(tentative))
                 if decision.park:
                     await conn.execute(self._sql["park_items"], _claims_params(decision.park, parked=True))
                 if decision.give_back:
                     await conn.execute(self._sql["return_items"], _claims_params(decision.give_back, parked=False))
+            kept = set() if admitting is None else {row["id"] for row in await admitting.fetchall()}
         # An admitted item whose lease lapsed before it was admitted went to another claimer.
         admitted = [claim.item for claim in decision.admit if not claim.tentative or claim.item.id in kept]
         return admitted, len(decision.park)

@@ -366,11 +366,14 @@ SELECT k.value AS key,
 FROM json_each(:keys) AS k;
 
 -- name: admit_items
+-- The ids are found through the primary key (an uncorrelated IN list); the claims token is then
+-- checked on each of those rows only.
 UPDATE queue
 SET slot = 1,
     parked_at = NULL
-WHERE id IN (SELECT i.value FROM json_each(:ids) AS i JOIN json_each(:claims) AS c ON c.key = i.key
-             WHERE c.value = queue.claims)
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND claims = (SELECT c.value FROM json_each(:ids) AS i JOIN json_each(:claims) AS c ON c.key = i.key
+                WHERE i.value = queue.id)
 RETURNING id;
 
 -- name: park_items
@@ -378,16 +381,18 @@ UPDATE queue
 SET available_at = :parked,
     parked_at = (SELECT r.value FROM json_each(:ids) AS i JOIN json_each(:ready_ats) AS r ON r.key = i.key
                  WHERE i.value = queue.id)
-WHERE id IN (SELECT i.value FROM json_each(:ids) AS i JOIN json_each(:claims) AS c ON c.key = i.key
-             WHERE c.value = queue.claims);
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND claims = (SELECT c.value FROM json_each(:ids) AS i JOIN json_each(:claims) AS c ON c.key = i.key
+                WHERE i.value = queue.id);
 
 -- name: return_items
 UPDATE queue
 SET available_at = (SELECT r.value FROM json_each(:ids) AS i JOIN json_each(:ready_ats) AS r ON r.key = i.key
                     WHERE i.value = queue.id),
     parked_at = NULL
-WHERE id IN (SELECT i.value FROM json_each(:ids) AS i JOIN json_each(:claims) AS c ON c.key = i.key
-             WHERE c.value = queue.claims);
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND claims = (SELECT c.value FROM json_each(:ids) AS i JOIN json_each(:claims) AS c ON c.key = i.key
+                WHERE i.value = queue.id);
 
 -- name: unpark_items
 UPDATE queue

@@ -335,24 +335,24 @@ class SQLiteStore:
         if limit <= 0:
             return []
         items: list[records.QueueItem] = []
-        size = limit
-        async with self._write() as db:
-            while len(items) < limit:
-                found = db.all("claim_items", {"now": now, "limit": size, "lease_until": lease_until})
+        while len(items) < limit:
+            room = limit - len(items)
+            # One write transaction per round: while a claim parks a busy key's backlog, round
+            # after round, other writers get the database in between.
+            async with self._write() as db:
+                found = db.all("claim_items", {"now": now, "limit": room, "lease_until": lease_until})
                 claimed = [slots.claimed(rows.item_record(row[:9]), _flow_columns(row)) for row in found]
-                # RETURNING order is arbitrary: oldest ready first, then ids (ULIDs: creation order).
-                claimed.sort(key=lambda claim: (claim.ready_at, claim.item.id))
-                if len(claimed) <= limit - len(items) and not any(claim.tentative for claim in claimed):
+                if not any(claim.tentative for claim in claimed):
                     items.extend(claim.item for claim in claimed)
                     break
-                parked = _admit(db, claimed, now, limit - len(items), items)
-                if not parked:
-                    break
-                # The head of the queue was a busy key's backlog, now parked: look past it. Rounds
-                # stay at the room left (no larger rounds as on PostgreSQL): an item claimed
-                # beyond the room could not be given back, as SQLite's RETURNING shows only the
-                # leased row, not its ready time; a round here costs microseconds.
-                size = limit - len(items)
+                # RETURNING order is arbitrary: oldest ready first, then ids (ULIDs: creation order).
+                claimed.sort(key=lambda claim: (claim.ready_at, claim.item.id))
+                parked = _admit(db, claimed, now, room, items)
+            if not parked:
+                break
+            # The head of the queue was a busy key's backlog, now parked: look past it. Rounds stay
+            # at the room left (PostgreSQL's grow): an item claimed beyond the room could not be
+            # given back here, as SQLite's RETURNING shows the leased row, not its ready time.
         items.sort(key=lambda item: item.id)
         return items
 
