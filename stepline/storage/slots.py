@@ -7,9 +7,10 @@ counts the slots each key has in use and sorts the tentative items, oldest first
 
 * **admit**: every key has room: the item now holds a slot and is returned to the executor;
 * **park**: a key is at capacity: the item leaves the ready range (``available_at`` moves to
-  ``PARKED_AT``, its ready time is kept in ``parked_at``), so no claim reads it again until
+  ``PARKED_AT``, its ready time is kept in ``parked_at``) and waits on that key (``parked_on``),
+  so no claim reads it again until
 * a slot of the key frees (the holder completes, reschedules or deletes its item): the same
-  transaction, under the key's lock, unparks the key's oldest parked item(s).
+  transaction, under the key's lock, unparks the oldest item(s) parked on the key.
 * **return**: room, but the claimer asked for fewer items: back to ready, untouched.
 
 A busy key's backlog therefore sits outside ``queue_ready``: claims for other keys and other
@@ -63,7 +64,12 @@ def claimed(item: records.QueueItem, row: Mapping[str, Any]) -> Claimed:
 class Decision:
     admit: list[Claimed] = dataclasses.field(default_factory=list)
     park: list[Claimed] = dataclasses.field(default_factory=list)
+    blocked_on: list[str] = dataclasses.field(default_factory=list)
+    """For each parked item, the key at capacity it waits on (parallel to ``park``)."""
     give_back: list[Claimed] = dataclasses.field(default_factory=list)
+    top_up: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Keys with room left that a parked item also needed: unpark this many of their own
+    waiting items (see ``decide``)."""
 
 
 def keys_of(found: Iterable[Claimed]) -> list[str]:
@@ -71,20 +77,34 @@ def keys_of(found: Iterable[Claimed]) -> list[str]:
     return sorted({key for claim in found if claim.tentative for key, _ in claim.limits})
 
 
-def decide(tentative: Sequence[Claimed], used: Mapping[str, int], room: int) -> Decision:
-    """Sort tentative items (in claim order) given each key's slots in ``used`` and the number of
-    items the claimer still wants (``room``)."""
+def decide(claimed: Sequence[Claimed], used: Mapping[str, int], room: int) -> Decision:
+    """Sort claimed items (in claim order) given each key's slots in ``used`` and the number of
+    items the claimer still wants (``room``).
+
+    An item whose key is full parks on that key. If its other key has room, that room may be
+    owed to items parked there: the item was perhaps unparked by a release of that key, and
+    now parks elsewhere. ``top_up`` passes such room on, so a freed slot is never lost to an
+    item that cannot use it (each pass moves an item to another key's list, so it ends)."""
     counts = dict(used)
     decision = Decision()
-    for claim in tentative:
-        if any(counts.get(key, 0) >= limit for key, limit in claim.limits):
+    for claim in claimed:
+        full = (
+            next((key for key, limit in claim.limits if counts.get(key, 0) >= limit), None) if claim.tentative else None
+        )
+        if full is not None:
             decision.park.append(claim)
+            decision.blocked_on.append(full)
         elif len(decision.admit) >= room:
             decision.give_back.append(claim)
         else:
             decision.admit.append(claim)
-            for key, _ in claim.limits:
-                counts[key] = counts.get(key, 0) + 1
+            if claim.tentative:
+                for key, _ in claim.limits:
+                    counts[key] = counts.get(key, 0) + 1
+    for claim, blocking in zip(decision.park, decision.blocked_on, strict=True):
+        for key, limit in claim.limits:
+            if key != blocking and counts.get(key, 0) < limit:
+                decision.top_up[key] = max(decision.top_up.get(key, 0), limit - counts.get(key, 0))
     return decision
 
 

@@ -158,3 +158,21 @@ async def test_throttle_state_advances_once_per_start_per_key(db: store.Store) -
         later = await tx.advance_throttle("fn", 10_000, 500)
 
     assert (first, second, other, later) == (1_500, 2_000, 1_500, 10_500)
+
+
+async def test_a_freed_slot_is_not_lost_to_an_item_blocked_by_its_other_key(db: store.Store) -> None:
+    # Function-wide limit 2, per user 1. a1 and c1 run; a2 and b1 wait for the function's slots.
+    [a1] = await start_runs(db, 1, "fn", limit=2, at=100, second=("fn/user-a", 1))
+    [c1] = await start_runs(db, 1, "fn", limit=2, at=101, second=("fn/user-c", 1))
+    [a2] = await start_runs(db, 1, "fn", limit=2, at=102, second=("fn/user-a", 1))
+    [b1] = await start_runs(db, 1, "fn", limit=2, at=103, second=("fn/user-b", 1))
+    running = await db.claim(1_000, 10, 1_000 + LEASE)
+    assert [item.id for item in running] == [a1.id, c1.id]
+
+    await complete(db, running[1])
+
+    # The freed function slot goes first to a2 (the oldest waiting), which still has to wait for
+    # user a; the slot then passes on to b1 instead of staying idle until a1 ends.
+    assert [item.id for item in await db.claim(1_001, 10, 1_001 + LEASE)] == [b1.id]
+    await complete(db, running[0])
+    assert [item.id for item in await db.claim(1_002, 10, 1_002 + LEASE)] == [a2.id]

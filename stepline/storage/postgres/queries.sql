@@ -413,12 +413,15 @@ WHERE queue.id = held.id AND queue.claims = held.claims
 RETURNING queue.id;
 
 -- name: park_items
--- Tentatively claimed items whose key is at capacity leave the ready range (available_at goes
--- to the far-future sentinel given as parked) and remember their ready time in parked_at.
+-- Tentatively claimed items blocked by a key at capacity leave the ready range (available_at
+-- goes to the far-future sentinel given as parked) and wait on that key's parked list
+-- (parked_on), remembering their ready time in parked_at.
 UPDATE queue
 SET available_at = %(parked)s,
-    parked_at = held.ready_at
-FROM unnest(%(ids)s::text[], %(claims)s::integer[], %(ready_ats)s::bigint[]) AS held (id, claims, ready_at)
+    parked_at = held.ready_at,
+    parked_on = held.blocking_key
+FROM unnest(%(ids)s::text[], %(claims)s::integer[], %(ready_ats)s::bigint[], %(blocking_keys)s::text[])
+     AS held (id, claims, ready_at, blocking_key)
 WHERE queue.id = held.id AND queue.claims = held.claims;
 
 -- name: return_items
@@ -429,30 +432,23 @@ FROM unnest(%(ids)s::text[], %(claims)s::integer[], %(ready_ats)s::bigint[]) AS 
 WHERE queue.id = held.id AND queue.claims = held.claims;
 
 -- name: unpark_items
--- A slot of the key was freed: the oldest parked items of the key become ready again at their
+-- A slot of the key was freed: the oldest items parked on the key become ready again at their
 -- old ready time (so they keep their place). Run holding the key's lock. SKIP LOCKED: a row
 -- locked meanwhile is being deleted (its run cancelled) and needs no unparking.
-UPDATE queue
-SET available_at = parked_at,
-    parked_at = NULL
-WHERE id IN (
+WITH parked AS (
     SELECT id
-    FROM (
-        SELECT * FROM (
-            SELECT id, parked_at FROM queue
-            WHERE ckey1 = %(key)s AND parked_at IS NOT NULL
-            ORDER BY parked_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
-        ) AS first
-        UNION ALL
-        SELECT * FROM (
-            SELECT id, parked_at FROM queue
-            WHERE ckey2 = %(key)s AND parked_at IS NOT NULL AND ckey2 IS NOT NULL
-            ORDER BY parked_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
-        ) AS second
-    ) AS parked
+    FROM queue
+    WHERE parked_on = %(key)s
     ORDER BY parked_at, id
     LIMIT %(limit)s
-);
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE queue
+SET available_at = queue.parked_at,
+    parked_at = NULL,
+    parked_on = NULL
+FROM parked
+WHERE queue.id = parked.id;
 
 -- name: advance_throttle
 -- GCRA: one more start for the key. The row lock of the upsert serialises servers; the

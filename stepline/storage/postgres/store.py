@@ -510,9 +510,12 @@ class PostgresStore:
                 if tentative:
                     admitting = await conn.execute(self._sql["admit_items"], _claims_params(tentative))
                 if decision.park:
-                    await conn.execute(self._sql["park_items"], _claims_params(decision.park, parked=True))
+                    params = _claims_params(decision.park, parked=True) | {"blocking_keys": decision.blocked_on}
+                    await conn.execute(self._sql["park_items"], params)
                 if decision.give_back:
                     await conn.execute(self._sql["return_items"], _claims_params(decision.give_back, parked=False))
+                for key, count in sorted(decision.top_up.items()):
+                    await conn.execute(self._sql["unpark_items"], {"key": key, "limit": count})
             kept = set() if admitting is None else {row["id"] for row in await admitting.fetchall()}
         # An admitted item whose lease lapsed before it was admitted went to another claimer.
         admitted = [claim.item for claim in decision.admit if not claim.tentative or claim.item.id in kept]

@@ -380,6 +380,8 @@ RETURNING id;
 UPDATE queue
 SET available_at = :parked,
     parked_at = (SELECT r.value FROM json_each(:ids) AS i JOIN json_each(:ready_ats) AS r ON r.key = i.key
+                 WHERE i.value = queue.id),
+    parked_on = (SELECT k.value FROM json_each(:ids) AS i JOIN json_each(:blocking_keys) AS k ON k.key = i.key
                  WHERE i.value = queue.id)
 WHERE id IN (SELECT value FROM json_each(:ids))
   AND claims = (SELECT c.value FROM json_each(:ids) AS i JOIN json_each(:claims) AS c ON c.key = i.key
@@ -397,19 +399,11 @@ WHERE id IN (SELECT value FROM json_each(:ids))
 -- name: unpark_items
 UPDATE queue
 SET available_at = parked_at,
-    parked_at = NULL
+    parked_at = NULL,
+    parked_on = NULL
 WHERE id IN (
-    SELECT id FROM (
-        SELECT id, parked_at FROM (
-            SELECT id, parked_at FROM queue INDEXED BY queue_parked1
-            WHERE ckey1 = :key AND parked_at IS NOT NULL ORDER BY parked_at, id LIMIT :limit
-        )
-        UNION ALL
-        SELECT id, parked_at FROM (
-            SELECT id, parked_at FROM queue INDEXED BY queue_parked2
-            WHERE ckey2 = :key AND parked_at IS NOT NULL AND ckey2 IS NOT NULL ORDER BY parked_at, id LIMIT :limit
-        )
-    )
+    SELECT id FROM queue INDEXED BY queue_parked
+    WHERE parked_on = :key
     ORDER BY parked_at, id
     LIMIT :limit
 );

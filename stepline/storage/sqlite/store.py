@@ -534,9 +534,12 @@ def _admit(db: _Db, claimed: list[slots.Claimed], now: int, room: int, into: lis
     if tentative:
         db.execute("admit_items", _claims_params(tentative))
     if decision.park:
-        db.execute("park_items", _claims_params(decision.park) | {"parked": slots.PARKED_AT})
+        blocking = {"parked": slots.PARKED_AT, "blocking_keys": rows.encode(decision.blocked_on)}
+        db.execute("park_items", _claims_params(decision.park) | blocking)
     if decision.give_back:
         db.execute("return_items", _claims_params(decision.give_back))
+    for key, count in sorted(decision.top_up.items()):
+        db.execute("unpark_items", {"key": key, "limit": count})
     into.extend(claim.item for claim in decision.admit)
     return len(decision.park)
 
