@@ -23,6 +23,7 @@ takes the slot itself.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -30,6 +31,9 @@ from stepline.storage import records
 
 PARKED_AT = 4_000_000_000_000_000
 """``available_at`` of a parked item: far beyond any real time (about year 128,000)."""
+PARKING_BUDGET_S = 0.05
+"""How long one claim may go on parking a busy key's backlog once it has work to return: the
+rest is parked by the next claims, and the executor is not kept from starting what it has."""
 CALL_KINDS = frozenset({records.ItemKind.DISCOVER, records.ItemKind.STEP})
 """Items that call the function, hence need a slot. Timers (wake, pause timeout) do not."""
 
@@ -70,6 +74,13 @@ class Decision:
     top_up: dict[str, int] = dataclasses.field(default_factory=dict)
     """Keys with room left that a parked item also needed: unpark this many of their own
     waiting items (see ``decide``)."""
+
+
+def enough(items: Sequence[records.QueueItem], started: float) -> bool:
+    """Whether a claim that is parking a backlog should return now (it has work, and has
+    parked for ``PARKING_BUDGET_S``). A claim with nothing yet goes on: an empty answer must
+    mean that nothing is ready, or burst mode (``run_until_idle``) would stop early."""
+    return bool(items) and time.monotonic() - started >= PARKING_BUDGET_S
 
 
 def keys_of(found: Iterable[Claimed]) -> list[str]:

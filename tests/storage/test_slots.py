@@ -66,11 +66,16 @@ async def test_a_busy_key_does_not_hold_back_other_keys_or_unlimited_functions(d
     other = await start_runs(db, 2, "fn-other", limit=5, at=200)
     plain = await plain_items(db, 2, at=300)
 
-    claimed = await db.claim(1_000, 4, 1_000 + LEASE)
+    claimed: list[records.QueueItem] = []
+    for _ in range(10):  # a claim may return early once it has work (slots.PARKING_BUDGET_S)
+        batch = await db.claim(1_000, 4, 1_000 + LEASE)
+        if not batch:
+            break
+        claimed.extend(batch)
 
-    # One claim of four parks the busy key's 49 waiting items and still fills up, in ready order.
-    assert [item.id for item in claimed] == [busy[0].id, other[0].id, other[1].id, plain[0].id]
-    assert [item.id for item in await db.claim(1_000, 10, 1_000 + LEASE)] == [plain[1].id]
+    # The busy key's 49 waiting items are parked out of the way; everything else, in ready order.
+    assert [item.id for item in claimed] == [busy[0].id, other[0].id, other[1].id, plain[0].id, plain[1].id]
+    assert await db.count_queue() == 54
 
 
 async def test_a_dead_workers_slot_comes_back_when_its_lease_expires(db: store.Store) -> None:

@@ -474,6 +474,7 @@ class PostgresStore:
             return []
         items: list[records.QueueItem] = []
         size = limit
+        started = time.monotonic()
         while len(items) < limit:
             found = await self._fetchall("claim_items", {"now": now, "limit": size, "lease_until": lease_until})
             found.sort(key=lambda row: int(row["rank"]))
@@ -484,7 +485,7 @@ class PostgresStore:
                 break
             admitted, parked = await self._admit(claimed, now, room)
             items.extend(admitted)
-            if not parked:
+            if not parked or slots.enough(items, started):
                 break
             # The head of the queue is a busy key's backlog: park it in larger rounds.
             size = min(_MAX_CLAIM_ROUND, max(limit - len(items), 2 * parked))

@@ -335,6 +335,7 @@ class SQLiteStore:
         if limit <= 0:
             return []
         items: list[records.QueueItem] = []
+        started = time.monotonic()
         while len(items) < limit:
             room = limit - len(items)
             # One write transaction per round: while a claim parks a busy key's backlog, round
@@ -348,7 +349,7 @@ class SQLiteStore:
                 # RETURNING order is arbitrary: oldest ready first, then ids (ULIDs: creation order).
                 claimed.sort(key=lambda claim: (claim.ready_at, claim.item.id))
                 parked = _admit(db, claimed, now, room, items)
-            if not parked:
+            if not parked or slots.enough(items, started):
                 break
             # The head of the queue was a busy key's backlog, now parked: look past it. Rounds stay
             # at the room left (PostgreSQL's grow): an item claimed beyond the room could not be
