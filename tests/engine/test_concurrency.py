@@ -182,3 +182,26 @@ def test_bad_concurrency_is_refused_when_the_engine_is_built(concurrency: object
     with pytest.raises(errors.ConfigurationError, match=message) as caught:
         TestEngine(client, [with_flow(work, concurrency=concurrency)])
     assert "conc-bad-work" in str(caught.value)
+
+
+async def test_a_dead_workers_slot_comes_back_when_its_lease_expires(database_url: str) -> None:
+    client = stepline.Stepline(app_id="conc-dead")
+
+    @client.function(id="work", trigger=stepline.on_event("test/work"))
+    async def work(ctx: stepline.Context) -> str:
+        return await ctx.step.run("a", lambda: "done")
+
+    limited = with_flow(work, concurrency=1)
+    async with TestEngine(client, [limited], database_url=database_url) as engine:
+        result = await engine.send([stepline.Event("test/work") for _ in range(2)])
+        now = engine.fake_clock.now_ms()
+        # Another worker claims the first run's call and dies holding its slot (and its lease).
+        [stolen] = await engine.store.claim(now, 1, now + 30_000)
+        await engine.run_until_idle()
+        waiting = [(await get_run(engine, run_id)).status for run_id in result.run_ids]
+        await engine.advance(timedelta(seconds=31))
+        done = [(await get_run(engine, run_id)).status for run_id in result.run_ids]
+
+    assert stolen.run_id == result.run_ids[0]
+    assert waiting == [RunStatus.QUEUED, RunStatus.QUEUED]  # the second waits for the held slot
+    assert done == [RunStatus.COMPLETED, RunStatus.COMPLETED]
