@@ -118,7 +118,7 @@ class Applier:
             observe.step_recorded(run_id, step.name, step.kind, started_at, now)
             item.attempt = 0  # the item now stands for the call after this step
             item.available_at = now + self._lease_ms
-            if not await tx.reschedule_item(item, item.claims):
+            if not await tx.renew_item(item, item.claims):  # the call goes on: keep its slot
                 raise transitions.LeaseLostError(item.id)
         item.claims += 1  # our new lease token, once the reschedule is committed
 

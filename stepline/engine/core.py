@@ -299,9 +299,10 @@ class EngineCore:
             original = await tx.lock_run(run_id)
             if original is None:
                 raise errors.RunNotFoundError(f"no run {run_id!r}")
-            if self.registry.get(original.function_id) is None:
+            spec = self.registry.get(original.function_id)
+            if spec is None:
                 raise errors.FunctionNotFoundError(f"function {original.function_id!r} is no longer registered")
-            return await retry.retry_run(tx, original, steps, now)
+            return await retry.retry_run(tx, original, steps, now, spec)
 
     # internals
     def _note_run_ended(self, run_id: str) -> None:

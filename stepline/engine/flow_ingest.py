@@ -17,7 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from stepline import errors
-from stepline.engine import flow_options, tasks, transitions
+from stepline.engine import flow_control, flow_options, tasks, transitions
 from stepline.engine import registry as registry_
 from stepline.protocol import durations, expressions, models
 from stepline.storage import records, store
@@ -76,7 +76,10 @@ async def start_runs(
         if run_id is not None and run_id not in started:
             started.append(run_id)
     await tx.insert_runs(plain)
-    await tx.enqueue_many([transitions.discover_item(run, now) for run in plain])
+    items = [transitions.discover_item(run, now) for run in plain]
+    specs = {run.id: fn for fn, run in planned}
+    await flow_control.prepare(tx, [(specs[run.id], run, item) for run, item in zip(plain, items, strict=True)], now)
+    await tx.enqueue_many(items)
     return started
 
 
@@ -157,6 +160,8 @@ async def insert(
                     )
                 )
     await tx.insert_runs([run])
+    # Concurrency keys, throttle and priority, reckoned from when the run becomes due.
+    await flow_control.prepare(tx, [(fn, run, start)], max(due_at, now))
     await tx.enqueue_many(items)
     for index, cancel in enumerate(fn.flow.cancel):
         await tx.insert_pause(_cancel_pause(run, index, cancel, now))

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from stepline import errors
-from stepline.engine import flow_ingest, transitions
+from stepline.engine import flow_control, flow_ingest, transitions
 from stepline.engine import registry as registry_
 from stepline.engine import tasks as tasks_
 from stepline.protocol import expressions, jsonvalue
@@ -155,7 +155,9 @@ class Ingestor:
         run.events = original.events
         await tasks_.reopen_for_rerun(tx, original, run, now)
         await tx.insert_runs([run])
-        await tx.enqueue_many([transitions.discover_item(run, now)])
+        item = transitions.discover_item(run, now)
+        await flow_control.prepare(tx, [(fn, run, item)], now)
+        await tx.enqueue_many([item])
         return run.id
 
     async def _start_runs(
@@ -175,11 +177,14 @@ class Ingestor:
         winners = [plan for plan, won in zip(planned, claimed, strict=True) if won]
         if task_id is not None and winners:
             winners[0].task_id = task_id
-        if any(plan.fn.flow.active for plan in winners):  # rate limits, debounce, batches...
-            return await flow_ingest.start_runs(tx, self, [(plan.fn, plan.to_run(now)) for plan in winners], now)
-        runs = [plan.to_run(now) for plan in winners]
+        started = [(plan.fn, plan.to_run(now)) for plan in winners]
+        if any(fn.flow.active for fn, _ in started):  # rate limits, debounce, batches...
+            return await flow_ingest.start_runs(tx, self, started, now)
+        runs = [run for _, run in started]
         await tx.insert_runs(runs)
-        await tx.enqueue_many([transitions.discover_item(run, now) for run in runs])
+        items = [transitions.discover_item(run, now) for run in runs]
+        await flow_control.prepare(tx, [(fn, run, item) for (fn, run), item in zip(started, items, strict=True)], now)
+        await tx.enqueue_many(items)
         return [run.id for run in runs]
 
     async def _end_unhandled_task_failures(

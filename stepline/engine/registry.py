@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from stepline import errors
-from stepline.engine import flow_options
+from stepline.engine import flow_config, flow_options
 from stepline.protocol import expressions
 from stepline.sdk import function as function_
 from stepline.sdk import triggers
@@ -43,6 +43,9 @@ class FunctionSpec:
     config: dict[str, Any]
     flow: flow_options.IngestFlow = dataclasses.field(default_factory=flow_options.IngestFlow)
     """Options acted on as events arrive (rate limit, debounce, batch, cancel, timeouts...)."""
+    limits: flow_config.FlowConfig = flow_config.NONE
+    """Flow control applied when a run is created and at claim time (concurrency, throttle,
+    priority), parsed from ``config``."""
 
     @property
     def max_attempts(self) -> int:
@@ -92,6 +95,7 @@ class FunctionSpec:
             url=url if isinstance(url, str) and url.startswith(("http://", "https://")) else None,
             config=config,
             flow=flow_options.parse(config, fn_id),
+            limits=flow_config.parse(config, fn_id),
         )
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from stepline import errors
-from stepline.engine import tasks, transitions
+from stepline.engine import flow_control, tasks, transitions
+from stepline.engine import registry as registry_
 from stepline.storage import records, store
 
 
@@ -31,7 +32,11 @@ def _is_error(result: object) -> bool:
 
 
 async def retry_run(
-    tx: store.Transaction, original: records.RunRecord, steps: Sequence[records.StepRecord], now: int
+    tx: store.Transaction,
+    original: records.RunRecord,
+    steps: Sequence[records.StepRecord],
+    now: int,
+    spec: registry_.FunctionSpec | None = None,
 ) -> str:
     """Create the retry of ``original`` (which must have failed) in ``tx``; returns the new run's id.
 
@@ -69,5 +74,8 @@ async def retry_run(
         if await tx.record_step(copied):
             run.step_count += 1
     await tx.update_run(run)
-    await tx.enqueue(transitions.discover_item(run, now))
+    item = transitions.discover_item(run, now)
+    if spec is not None:
+        await flow_control.prepare(tx, [(spec, run, item)], now)  # the retry keeps its limits
+    await tx.enqueue(item)
     return run.id

@@ -344,3 +344,16 @@ class ReadyQueue:
 
     ready: int
     oldest_ready_at: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunConcurrency:
+    """The concurrency keys of a run (one or two, with their limits), evaluated at its creation.
+
+    Every queue item of the run inherits them; see ``storage.slots``."""
+
+    run_id: str
+    key1: str
+    limit1: int
+    key2: str | None = None
+    limit2: int | None = None

@@ -5,6 +5,8 @@ the fine-grained verbs of ``Transaction`` into the atomic state changes the exec
 semantics require (record a step *and* enqueue the continuation; insert an event *and* its
 runs), so that logic lives once, in the engine, not once per backend.
 
+Concurrency limits are enforced here too, at claim time: see ``storage.slots``.
+
 Leases: claiming an item pushes its ``available_at`` to the lease expiry and increments
 ``claims``. The holder presents ``claims`` as its token to ``complete_item``,
 ``reschedule_item`` and ``extend_leases``; a stale holder (its lease expired and someone
@@ -76,12 +78,29 @@ class Transaction(Protocol):
         holding the old token can no longer extend it); False if the lease was lost."""
         ...
 
+    async def renew_item(self, item: records.QueueItem, claims: int) -> bool:
+        """``reschedule_item`` for a holder that goes on running the item (a checkpoint): the
+        token moves on and ``available_at`` becomes the new lease, but a concurrency slot the
+        item holds stays held; False if the lease was lost."""
+        ...
+
     async def delete_item(self, item_id: str) -> None:
         """Delete an item whatever its lease (e.g. the timeout of a resumed pause)."""
         ...
 
     async def delete_run_items(self, run_id: str) -> int:
         """Delete every queue item of a run; returns how many."""
+        ...
+
+    # flow control (see storage.slots)
+    async def insert_run_concurrency(self, keys: Sequence[records.RunConcurrency]) -> None:
+        """Give runs their concurrency keys; call before enqueueing their first items, which
+        (like every later item of those runs) inherit them."""
+        ...
+
+    async def advance_throttle(self, key: str, now: int, interval_ms: int) -> int:
+        """Count one more run start against throttle ``key`` (GCRA); returns the key's new
+        theoretical arrival time. Concurrent callers on one key are serialised."""
         ...
 
     # pauses
@@ -188,7 +207,8 @@ class Store(Protocol):
     # claiming (each its own short transaction)
     async def claim(self, now: int, limit: int, lease_until: int) -> list[records.QueueItem]:
         """Lease up to ``limit`` items with ``available_at <= now``, oldest first; never the
-        same item to two concurrent callers."""
+        same item to two concurrent callers. Items whose concurrency key is at capacity are
+        parked instead (``storage.slots``) and are not returned."""
         ...
 
     async def extend_leases(self, leases: Sequence[tuple[str, int]], lease_until: int) -> set[str]:

@@ -366,3 +366,24 @@ def test_port_in_use_fails_in_one_line(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         result = run_cli("dev", "--port", str(port), "--database-url", f"sqlite:///{tmp_path}/s.db")
     assert_one_line_failure(result, str(port))
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    ("flow", "named"),
+    [
+        ({"concurrency": [{"limit": 0}]}, "concurrency limit"),
+        ({"concurrency": [{"limit": 1}, {"limit": 1, "key": "event.data.a"}, {"limit": 2}]}, "at most 2"),
+        ({"concurrency": [{"limit": 1, "key": "event.data.("}]}, "concurrency key"),
+        ({"throttle": {"limit": 1, "period": "500ms"}}, "throttle period"),
+        ({"priority": {"run": "601"}}, "priority run"),
+    ],
+    ids=["concurrency-0", "three-constraints", "key-does-not-compile", "short-period", "priority-out-of-range"],
+)
+def test_bad_flow_control_is_refused_at_sync_naming_the_option(
+    api: harness.Api, flow: dict[str, Any], named: str
+) -> None:
+    payload = {"appName": "x", "url": NOWHERE, "functions": [{**sink_config("x-flow"), **flow}]}
+    body = harness.assert_error_body(api.http.post("/fn/register", json=payload), 400)
+    assert named in body["error"]
+    assert "x-flow" in body["error"]

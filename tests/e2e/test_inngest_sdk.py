@@ -43,6 +43,9 @@ FUNCTIONS = [
     "singleton",
     "cancellable",
     "time-boxed",
+    "limited",
+    "throttled",
+    "prioritized",
 ]
 
 
@@ -528,3 +531,55 @@ def test_finish_timeout_cancels_a_run_that_takes_too_long(stack: Stack, flow_cas
     assert run["status"] == "cancelled", run
     assert run["error"] == {"name": "Cancelled", "message": "timeouts.finish: the run did not finish within 2s"}
     assert [step["name"] for step in run["steps"]] == ["start"]
+
+
+# flow control, configured with inngest.Concurrency, inngest.Throttle and inngest.Priority
+def _peak(intervals: list[tuple[float, float]]) -> int:
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    now = peak = 0
+    for _, change in edges:
+        now += change
+        peak = max(peak, now)
+    return peak
+
+
+def test_concurrency_limits_hold_per_function_and_per_key(stack: Stack, api: harness.Api) -> None:
+    tok = token()
+    users = ["a", "a", "b", "b", "c", "c"]
+    run_ids = [api.start("e2e/limited", {"user": user, "token": f"{tok}-{user}", "seconds": 0.3}) for user in users]
+    for run_id in run_ids:
+        assert api.wait_for_run(run_id)["status"] == "completed"
+
+    logged = [e for e in steplog.read(stack.step_log) if e.fn == "limited" and e.token.startswith(tok)]
+    assert len(logged) == len(users)
+    intervals = [(e.started, e.ended or e.started) for e in logged]
+    assert _peak(intervals) <= 2
+    assert max(_peak([(e.started, e.ended or 0) for e in logged if e.token.endswith(user)]) for user in "abc") == 1
+
+
+def test_throttled_starts_keep_to_the_rate(stack: Stack, api: harness.Api) -> None:
+    tok = token()
+    sent = time.time()
+    run_ids = [api.start("e2e/throttled", {"token": tok}) for _ in range(3)]
+    for run_id in run_ids:
+        assert api.wait_for_run(run_id)["status"] == "completed"
+
+    starts = sorted(e.started for e in steplog.read(stack.step_log) if e.fn == "throttled" and e.token == tok)
+    # One start a second: the third cannot begin before two seconds after the sends.
+    assert len(starts) == 3
+    assert starts[2] - sent >= 1.9, [round(start - sent, 3) for start in starts]
+
+
+def test_priority_runs_first_when_a_slot_frees(stack: Stack, api: harness.Api) -> None:
+    tok = token()
+    blocker = api.start("e2e/prioritized", {"token": f"{tok}-blocker", "seconds": 1.5, "p": 0})
+    harness.wait_for(
+        lambda: any(e.token == f"{tok}-blocker" for e in steplog.read(stack.step_log)), 15, "the blocker to start"
+    )
+    low = api.start("e2e/prioritized", {"token": f"{tok}-low", "p": 0})
+    high = api.start("e2e/prioritized", {"token": f"{tok}-high", "p": 120})
+    for run_id in (blocker, low, high):
+        assert api.wait_for_run(run_id)["status"] == "completed"
+
+    order = [e.token for e in sorted(steplog.read(stack.step_log), key=lambda e: e.started) if e.token.startswith(tok)]
+    assert order == [f"{tok}-blocker", f"{tok}-high", f"{tok}-low"]

@@ -93,15 +93,21 @@ VALUES (
 ON CONFLICT DO NOTHING;
 
 -- name: enqueue_item
-INSERT INTO queue (id, run_id, kind, step_id, attempt, available_at, claims, payload, created_at)
-VALUES (
-    %(id)s, %(run_id)s, %(kind)s, %(step_id)s, %(attempt)s, %(available_at)s, %(claims)s, %(payload)s,
-    %(created_at)s
-);
+-- The item inherits its run's concurrency keys (run_concurrency, written when the run was
+-- created); a run without limits has no row there and its item none.
+INSERT INTO queue (
+    id, run_id, kind, step_id, attempt, available_at, claims, payload, created_at, ckey1, climit1, ckey2, climit2
+)
+SELECT %(id)s, %(run_id)s, %(kind)s, %(step_id)s, %(attempt)s, %(available_at)s, %(claims)s, %(payload)s,
+       %(created_at)s, rc.ckey1, rc.climit1, rc.ckey2, rc.climit2
+FROM (SELECT 1) AS one
+LEFT JOIN run_concurrency AS rc ON rc.run_id = %(run_id)s;
 
 -- name: complete_item
+-- Returns the concurrency keys of a slot the item held, which the store then frees.
 DELETE FROM queue
-WHERE id = %(id)s AND claims = %(claims)s;
+WHERE id = %(id)s AND claims = %(claims)s
+RETURNING ckey1, ckey2, slot;
 
 -- name: reschedule_item
 UPDATE queue
@@ -110,16 +116,20 @@ SET kind = %(kind)s,
     attempt = %(attempt)s,
     available_at = %(available_at)s,
     payload = %(payload)s,
-    claims = claims + 1
-WHERE id = %(id)s AND claims = %(claims)s;
+    claims = claims + 1,
+    slot = FALSE
+WHERE id = %(id)s AND claims = %(claims)s
+RETURNING ckey1, ckey2;
 
 -- name: delete_item
 DELETE FROM queue
-WHERE id = %(id)s;
+WHERE id = %(id)s
+RETURNING ckey1, ckey2, slot;
 
 -- name: delete_run_items
 DELETE FROM queue
-WHERE run_id = %(run_id)s;
+WHERE run_id = %(run_id)s
+RETURNING ckey1, ckey2, slot;
 
 -- name: insert_pause
 INSERT INTO pauses (
@@ -200,7 +210,8 @@ WHERE function_id = %(function_id)s AND next_fire_at = %(expected_next)s;
 -- a generic plan for this prepared statement (where a join on the picked rows would hash
 -- the whole queue). rank is the position in claim order: RETURNING order is arbitrary.
 WITH picked AS (
-    SELECT array_agg(id ORDER BY available_at, id) AS ids
+    SELECT array_agg(id ORDER BY available_at, id) AS ids,
+           array_agg(available_at ORDER BY available_at, id) AS ats
     FROM (
         SELECT id, available_at
         FROM queue
@@ -212,11 +223,18 @@ WITH picked AS (
 )
 UPDATE queue
 SET available_at = %(lease_until)s,
-    claims = queue.claims + 1
+    claims = queue.claims + 1,
+    slot = FALSE
 FROM picked
 WHERE queue.id = ANY(picked.ids)
 RETURNING queue.id, queue.run_id, queue.kind, queue.step_id, queue.attempt, queue.available_at,
-          queue.claims, queue.payload, queue.created_at, array_position(picked.ids, queue.id) AS rank;
+          queue.claims, queue.payload, queue.created_at, array_position(picked.ids, queue.id) AS rank,
+          queue.ckey1, queue.climit1, queue.ckey2, queue.climit2,
+          picked.ats[array_position(picked.ids, queue.id)] AS ready_at;
+
+-- The claim leases every item it picks with slot = FALSE (a tentative lease). Items under a
+-- concurrency limit (ckey1 set, kind discover or step) are then admitted (slot = TRUE) or
+-- parked by the store, holding the keys' locks: see admit_items and park_items.
 
 -- name: extend_lease
 UPDATE queue
@@ -545,3 +563,85 @@ SELECT id, run_id, kind, step_id, attempt, available_at, claims, payload, create
 FROM queue
 WHERE run_id = %(run_id)s
 ORDER BY id;
+-- Claim-time flow control (concurrency slots, parking, throttle). The plans are in
+-- docs/internals/flow-control.md.
+
+-- name: renew_item
+-- reschedule_item for a holder that goes on running the item (a checkpoint): new token and
+-- lease, but the concurrency slot stays held.
+UPDATE queue
+SET kind = %(kind)s,
+    step_id = %(step_id)s,
+    attempt = %(attempt)s,
+    available_at = %(available_at)s,
+    payload = %(payload)s,
+    claims = claims + 1
+WHERE id = %(id)s AND claims = %(claims)s;
+
+-- name: insert_run_concurrency
+INSERT INTO run_concurrency (run_id, ckey1, climit1, ckey2, climit2)
+VALUES (%(run_id)s, %(first_key)s, %(first_limit)s, %(second_key)s, %(second_limit)s);
+
+-- name: count_slots
+-- Slots in use per key: admitted items whose lease has not expired, read from the partial
+-- indexes queue_slots1/2, which hold only slot-holding items. Run holding the keys' locks.
+SELECT k AS key,
+       (SELECT count(*) FROM queue WHERE ckey1 = k AND slot AND available_at > %(now)s)
+     + (SELECT count(*) FROM queue WHERE ckey2 = k AND slot AND ckey2 IS NOT NULL AND available_at > %(now)s)
+       AS used
+FROM unnest(%(keys)s::text[]) AS k;
+
+-- name: admit_items
+-- Tentatively claimed items that fit their keys' limits now hold a slot.
+UPDATE queue
+SET slot = TRUE
+FROM unnest(%(ids)s::text[], %(claims)s::integer[]) AS held (id, claims)
+WHERE queue.id = held.id AND queue.claims = held.claims
+RETURNING queue.id;
+
+-- name: park_items
+-- Tentatively claimed items blocked by a key at capacity leave the ready range (available_at
+-- goes to the far-future sentinel given as parked) and wait on that key's parked list
+-- (parked_on), remembering their ready time in parked_at.
+UPDATE queue
+SET available_at = %(parked)s,
+    parked_at = held.ready_at,
+    parked_on = held.blocking_key
+FROM unnest(%(ids)s::text[], %(claims)s::integer[], %(ready_ats)s::bigint[], %(blocking_keys)s::text[])
+     AS held (id, claims, ready_at, blocking_key)
+WHERE queue.id = held.id AND queue.claims = held.claims;
+
+-- name: return_items
+-- Tentatively claimed items the claimer has no room for go back, ready as they were.
+UPDATE queue
+SET available_at = held.ready_at
+FROM unnest(%(ids)s::text[], %(claims)s::integer[], %(ready_ats)s::bigint[]) AS held (id, claims, ready_at)
+WHERE queue.id = held.id AND queue.claims = held.claims;
+
+-- name: unpark_items
+-- A slot of the key was freed: the oldest items parked on the key become ready again at their
+-- old ready time (so they keep their place). Run holding the key's lock. SKIP LOCKED: a row
+-- locked meanwhile is being deleted (its run cancelled) and needs no unparking.
+WITH parked AS (
+    SELECT id
+    FROM queue
+    WHERE parked_on = %(key)s
+    ORDER BY parked_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE queue
+SET available_at = queue.parked_at,
+    parked_at = NULL,
+    parked_on = NULL
+FROM parked
+WHERE queue.id = parked.id;
+
+-- name: advance_throttle
+-- GCRA: one more start for the key. The row lock of the upsert serialises servers; the
+-- store derives the start time from the returned theoretical arrival time.
+INSERT INTO throttle_keys (key, tat)
+VALUES (%(key)s, %(now)s + %(interval)s)
+ON CONFLICT (key) DO UPDATE
+SET tat = GREATEST(throttle_keys.tat, %(now)s) + %(interval)s
+RETURNING tat;

@@ -28,12 +28,21 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 
 from stepline import errors
-from stepline.storage import migrate, pages, queries, records, store
+from stepline.storage import migrate, pages, queries, records, slots, store
 from stepline.storage.postgres import rows
 
 _LOG = logging.getLogger(__name__)
 
 _NOTIFY: LiteralString = "NOTIFY stepline_work"
+_LOCK_KEYS: LiteralString = """
+SELECT pg_advisory_xact_lock(h)
+FROM (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h) AS locks
+"""
+"""Lock concurrency keys until the transaction ends, in one order (by hash) so that two
+transactions locking overlapping keys cannot deadlock. Claimers hold them while counting and
+admitting; releasers while unparking (see ``storage.slots``)."""
+_MAX_CLAIM_ROUND = 512
+"""Most items one round of a claim leases while it is parking a busy key's backlog."""
 _LISTEN: LiteralString = "LISTEN stepline_work"
 _MIGRATION_LOCK_KEY = 0x5374_6570_6C69_6E65  # "Stepline": the advisory lock serialising migrations
 _CREATE_MIGRATIONS_TABLE: LiteralString = """
@@ -226,23 +235,59 @@ class PostgresTransaction:
             self.wakes = True
 
     async def complete_item(self, item_id: str, claims: int) -> bool:
-        cursor = await self._execute("complete_item", {"id": item_id, "claims": claims})
-        return cursor.rowcount == 1
+        found = await self._fetchall("complete_item", {"id": item_id, "claims": claims})
+        await self._release(found)
+        return len(found) == 1
 
     async def reschedule_item(self, item: records.QueueItem, claims: int) -> bool:
         params = rows.item_params(item)
         params["claims"] = claims
-        cursor = await self._execute("reschedule_item", params)
-        moved = cursor.rowcount == 1
+        found = await self._fetchall("reschedule_item", params)
+        await self._release(found, slot_known=False)
+        moved = len(found) == 1
         self.wakes = self.wakes or (moved and item.available_at <= _wake_horizon_ms())
         return moved
 
+    async def renew_item(self, item: records.QueueItem, claims: int) -> bool:
+        params = rows.item_params(item)
+        params["claims"] = claims
+        cursor = await self._execute("renew_item", params)
+        return cursor.rowcount == 1
+
     async def delete_item(self, item_id: str) -> None:
-        await self._execute("delete_item", {"id": item_id})
+        await self._release(await self._fetchall("delete_item", {"id": item_id}))
 
     async def delete_run_items(self, run_id: str) -> int:
-        cursor = await self._execute("delete_run_items", {"run_id": run_id})
-        return cursor.rowcount
+        found = await self._fetchall("delete_run_items", {"run_id": run_id})
+        await self._release(found)
+        return len(found)
+
+    async def _release(self, found: list[rows.Row], *, slot_known: bool = True) -> None:
+        """Unpark, under the keys' locks, one parked item per concurrency slot the rows freed."""
+        if not found or all(row["ckey1"] is None for row in found):
+            return  # the common case: no concurrency limit, nothing more to do
+        freed = slots.released(found, slot_known=slot_known)
+        if not freed:
+            return
+        with _translated("unpark_items", self._where):
+            async with self._conn.pipeline():  # the lock and the unparks in one round trip
+                await self._conn.execute(_LOCK_KEYS, {"keys": sorted(freed)})
+                cursors = [
+                    await self._conn.execute(self._sql["unpark_items"], {"key": key, "limit": freed[key]})
+                    for key in sorted(freed)
+                ]
+        if any(cursor.rowcount for cursor in cursors):
+            self.wakes = True
+
+    # flow control
+
+    async def insert_run_concurrency(self, keys: Sequence[records.RunConcurrency]) -> None:
+        await self._execute_many("insert_run_concurrency", [rows.run_concurrency_params(row) for row in keys])
+
+    async def advance_throttle(self, key: str, now: int, interval_ms: int) -> int:
+        row = await self._fetchone("advance_throttle", {"key": key, "now": now, "interval": interval_ms})
+        assert row is not None  # an upsert with RETURNING always returns its row
+        return int(row["tat"])
 
     # pauses
 
@@ -512,9 +557,55 @@ class PostgresStore:
     async def claim(self, now: int, limit: int, lease_until: int) -> list[records.QueueItem]:
         if limit <= 0:
             return []
-        found = await self._fetchall("claim_items", {"now": now, "limit": limit, "lease_until": lease_until})
-        found.sort(key=lambda row: int(row["rank"]))
-        return [rows.item_record(row) for row in found]
+        items: list[records.QueueItem] = []
+        size = limit
+        started = time.monotonic()
+        while len(items) < limit:
+            found = await self._fetchall("claim_items", {"now": now, "limit": size, "lease_until": lease_until})
+            found.sort(key=lambda row: int(row["rank"]))
+            claimed = [slots.claimed(rows.item_record(row), row) for row in found]
+            room = limit - len(items)
+            if len(claimed) <= room and not any(claim.tentative for claim in claimed):
+                items.extend(claim.item for claim in claimed)  # no limits involved: done
+                break
+            admitted, parked = await self._admit(claimed, now, room)
+            items.extend(admitted)
+            if not parked or slots.enough(items, started):
+                break
+            # The head of the queue is a busy key's backlog: park it in larger rounds.
+            size = min(_MAX_CLAIM_ROUND, max(limit - len(items), 2 * parked))
+        return items
+
+    async def _admit(self, claimed: list[slots.Claimed], now: int, room: int) -> tuple[list[records.QueueItem], int]:
+        """Under the keys' locks, admit, park or give back claimed items; returns the admitted
+        items and how many were parked."""
+        keys = slots.keys_of(claimed)
+        admitting: psycopg.AsyncCursor[DictRow] | None = None
+        with _translated("admit_items", self._where):
+            # Pipelined: BEGIN, the locks and the count go in one round trip; the admissions,
+            # parkings and COMMIT in a second. The count runs after the locks are granted (the
+            # server runs a pipeline's statements in order), so it sees every committed slot.
+            async with self._connection() as conn, conn.pipeline(), conn.transaction():
+                used: dict[str, int] = {}
+                if keys:
+                    await conn.execute(_LOCK_KEYS, {"keys": keys})
+                    cursor = await conn.execute(self._sql["count_slots"], {"keys": keys, "now": now})
+                    used = {row["key"]: int(row["used"]) for row in await cursor.fetchall()}
+                decision = slots.decide(claimed, used, room)
+                tentative = [claim for claim in decision.admit if claim.tentative]
+                if tentative:
+                    admitting = await conn.execute(self._sql["admit_items"], _claims_params(tentative))
+                if decision.park:
+                    params = _claims_params(decision.park, parked=True) | {"blocking_keys": decision.blocked_on}
+                    await conn.execute(self._sql["park_items"], params)
+                if decision.give_back:
+                    await conn.execute(self._sql["return_items"], _claims_params(decision.give_back, parked=False))
+                for key, count in sorted(decision.top_up.items()):
+                    await conn.execute(self._sql["unpark_items"], {"key": key, "limit": count})
+            kept = set() if admitting is None else {row["id"] for row in await admitting.fetchall()}
+        # An admitted item whose lease lapsed before it was admitted went to another claimer.
+        admitted = [claim.item for claim in decision.admit if not claim.tentative or claim.item.id in kept]
+        return admitted, len(decision.park)
 
     async def extend_leases(self, leases: Sequence[tuple[str, int]], lease_until: int) -> set[str]:
         if not leases:
@@ -743,6 +834,18 @@ async def _apply_missing(
                 f"(schema left at version {migration.version - 1}): {exc}"
             ) from exc
         _LOG.info("applied PostgreSQL migration %s at %s", migration.name, where)
+
+
+def _claims_params(claimed: list[slots.Claimed], parked: bool | None = None) -> rows.Params:
+    params: rows.Params = {
+        "ids": [claim.item.id for claim in claimed],
+        "claims": [claim.item.claims for claim in claimed],
+    }
+    if parked is not None:
+        params["ready_ats"] = [claim.ready_at for claim in claimed]
+    if parked:
+        params["parked"] = slots.PARKED_AT
+    return params
 
 
 def _now_ms() -> int:

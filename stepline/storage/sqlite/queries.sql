@@ -93,12 +93,19 @@ WHERE run_id = :run_id
 ORDER BY seq, step_id;
 
 -- name: enqueue_item
-INSERT INTO queue (id, run_id, kind, step_id, attempt, available_at, claims, payload, created_at)
-VALUES (:id, :run_id, :kind, :step_id, :attempt, :available_at, :claims, :payload, :created_at);
+-- The item inherits its run's concurrency keys (none for a run without limits).
+INSERT INTO queue (
+    id, run_id, kind, step_id, attempt, available_at, claims, payload, created_at, ckey1, climit1, ckey2, climit2
+)
+SELECT :id, :run_id, :kind, :step_id, :attempt, :available_at, :claims, :payload, :created_at,
+       rc.ckey1, rc.climit1, rc.ckey2, rc.climit2
+FROM (SELECT 1) AS one
+LEFT JOIN run_concurrency AS rc ON rc.run_id = :run_id;
 
 -- name: complete_item
 DELETE FROM queue
-WHERE id = :id AND claims = :claims;
+WHERE id = :id AND claims = :claims
+RETURNING ckey1, ckey2, slot;
 
 -- name: reschedule_item
 UPDATE queue
@@ -107,23 +114,31 @@ SET kind = :kind,
     attempt = :attempt,
     available_at = :available_at,
     payload = :payload,
-    claims = claims + 1
-WHERE id = :id AND claims = :claims;
+    claims = claims + 1,
+    slot = 0
+WHERE id = :id AND claims = :claims
+RETURNING ckey1, ckey2;
 
 -- name: delete_item
 DELETE FROM queue
-WHERE id = :id;
+WHERE id = :id
+RETURNING ckey1, ckey2, slot;
 
 -- name: delete_run_items
 DELETE FROM queue
-WHERE run_id = :run_id;
+WHERE run_id = :run_id
+RETURNING ckey1, ckey2, slot;
 
 -- name: claim_items
 -- Leases the oldest ready items (ready time or expired lease) in one statement; the
 -- subquery reads only the queue_ready index. RETURNING order is arbitrary: callers sort.
+-- Items under a concurrency limit keep their ready time in parked_at until the store admits
+-- them (in the same transaction), so that one statement still does the claim.
 UPDATE queue
 SET available_at = :lease_until,
-    claims = claims + 1
+    claims = claims + 1,
+    slot = 0,
+    parked_at = CASE WHEN ckey1 IS NOT NULL AND kind IN ('discover', 'step') THEN available_at END
 WHERE id IN (
     SELECT id
     FROM queue INDEXED BY queue_ready
@@ -131,7 +146,8 @@ WHERE id IN (
     ORDER BY available_at, id
     LIMIT :limit
 )
-RETURNING id, run_id, kind, step_id, attempt, available_at, claims, payload, created_at;
+RETURNING id, run_id, kind, step_id, attempt, available_at, claims, payload, created_at,
+          ckey1, climit1, ckey2, climit2, parked_at AS ready_at;
 
 -- name: extend_lease
 UPDATE queue
@@ -498,3 +514,77 @@ SELECT id, run_id, kind, step_id, attempt, available_at, claims, payload, create
 FROM queue
 WHERE run_id = :run_id
 ORDER BY id;
+-- Claim-time flow control (concurrency slots, parking, throttle); see postgres/queries.sql.
+-- SQLite has one writer, so no key locks: each claim or release is one write transaction.
+
+-- name: renew_item
+UPDATE queue
+SET kind = :kind,
+    step_id = :step_id,
+    attempt = :attempt,
+    available_at = :available_at,
+    payload = :payload,
+    claims = claims + 1
+WHERE id = :id AND claims = :claims;
+
+-- name: insert_run_concurrency
+INSERT INTO run_concurrency (run_id, ckey1, climit1, ckey2, climit2)
+VALUES (:run_id, :first_key, :first_limit, :second_key, :second_limit);
+
+-- name: count_slots
+SELECT k.value AS key,
+       (SELECT count(*) FROM queue INDEXED BY queue_slots1
+        WHERE ckey1 = k.value AND slot AND available_at > :now)
+     + (SELECT count(*) FROM queue INDEXED BY queue_slots2
+        WHERE ckey2 = k.value AND slot AND ckey2 IS NOT NULL AND available_at > :now) AS used
+FROM json_each(:keys) AS k;
+
+-- name: admit_items
+-- The ids are found through the primary key (an uncorrelated IN list); the claims token is then
+-- checked on each of those rows only.
+UPDATE queue
+SET slot = 1,
+    parked_at = NULL
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND claims = (SELECT c.value FROM json_each(:ids) AS i JOIN json_each(:claims) AS c ON c.key = i.key
+                WHERE i.value = queue.id)
+RETURNING id;
+
+-- name: park_items
+UPDATE queue
+SET available_at = :parked,
+    parked_at = (SELECT r.value FROM json_each(:ids) AS i JOIN json_each(:ready_ats) AS r ON r.key = i.key
+                 WHERE i.value = queue.id),
+    parked_on = (SELECT k.value FROM json_each(:ids) AS i JOIN json_each(:blocking_keys) AS k ON k.key = i.key
+                 WHERE i.value = queue.id)
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND claims = (SELECT c.value FROM json_each(:ids) AS i JOIN json_each(:claims) AS c ON c.key = i.key
+                WHERE i.value = queue.id);
+
+-- name: return_items
+UPDATE queue
+SET available_at = (SELECT r.value FROM json_each(:ids) AS i JOIN json_each(:ready_ats) AS r ON r.key = i.key
+                    WHERE i.value = queue.id),
+    parked_at = NULL
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND claims = (SELECT c.value FROM json_each(:ids) AS i JOIN json_each(:claims) AS c ON c.key = i.key
+                WHERE i.value = queue.id);
+
+-- name: unpark_items
+UPDATE queue
+SET available_at = parked_at,
+    parked_at = NULL,
+    parked_on = NULL
+WHERE id IN (
+    SELECT id FROM queue INDEXED BY queue_parked
+    WHERE parked_on = :key
+    ORDER BY parked_at, id
+    LIMIT :limit
+);
+
+-- name: advance_throttle
+INSERT INTO throttle_keys (key, tat)
+VALUES (:key, :now + :interval)
+ON CONFLICT (key) DO UPDATE
+SET tat = max(throttle_keys.tat, :now) + :interval
+RETURNING tat;

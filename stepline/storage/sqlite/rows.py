@@ -349,3 +349,13 @@ def task_record(row: Row) -> records.TaskRecord:
         refund_on_failure=bool(refund_on_failure),
         version=version,
     )
+
+
+def run_concurrency_params(keys: records.RunConcurrency) -> Params:
+    return {
+        "run_id": keys.run_id,
+        "first_key": keys.key1,
+        "first_limit": keys.limit1,
+        "second_key": keys.key2,
+        "second_limit": keys.limit2,
+    }

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, LiteralString
 
 from stepline import errors
-from stepline.storage import migrate, pages, queries, records
+from stepline.storage import migrate, pages, queries, records, slots
 from stepline.storage.sqlite import rows
 
 _MIN_VERSION = (3, 35, 0)
@@ -159,7 +159,9 @@ class SQLiteTransaction:
             self.wakes = True
 
     async def complete_item(self, item_id: str, claims: int) -> bool:
-        return self._live().count("complete_item", {"id": item_id, "claims": claims}) == 1
+        found = self._live().all("complete_item", {"id": item_id, "claims": claims})
+        self._release(found)
+        return len(found) == 1
 
     async def reschedule_item(self, item: records.QueueItem, claims: int) -> bool:
         params = {
@@ -171,15 +173,50 @@ class SQLiteTransaction:
             "available_at": item.available_at,
             "payload": rows.encode(item.payload),
         }
-        done = self._live().count("reschedule_item", params) == 1
+        found = self._live().all("reschedule_item", params)
+        self._release(found, slot_known=False)
+        done = len(found) == 1
         self.wakes = self.wakes or (done and item.available_at <= _wake_horizon_ms())
         return done
 
+    async def renew_item(self, item: records.QueueItem, claims: int) -> bool:
+        params = {
+            "id": item.id,
+            "claims": claims,
+            "kind": item.kind.value,
+            "step_id": item.step_id,
+            "attempt": item.attempt,
+            "available_at": item.available_at,
+            "payload": rows.encode(item.payload),
+        }
+        return self._live().count("renew_item", params) == 1
+
     async def delete_item(self, item_id: str) -> None:
-        self._live().execute("delete_item", {"id": item_id})
+        self._release(self._live().all("delete_item", {"id": item_id}))
 
     async def delete_run_items(self, run_id: str) -> int:
-        return self._live().count("delete_run_items", {"run_id": run_id})
+        found = self._live().all("delete_run_items", {"run_id": run_id})
+        self._release(found)
+        return len(found)
+
+    def _release(self, found: list[rows.Row], *, slot_known: bool = True) -> None:
+        """Unpark one parked item per concurrency slot the rows freed (``storage.slots``); the
+        one writer serialises this with every claim, so no lock is needed."""
+        if not found or all(row[0] is None for row in found):
+            return  # the common case: no concurrency limit
+        db = self._live()
+        for key, count in sorted(slots.released(found, slot_known=slot_known).items()):
+            if db.count("unpark_items", {"key": key, "limit": count}):
+                self.wakes = True
+
+    # flow control
+    async def insert_run_concurrency(self, keys: Sequence[records.RunConcurrency]) -> None:
+        self._live().execute_many("insert_run_concurrency", [rows.run_concurrency_params(row) for row in keys])
+
+    async def advance_throttle(self, key: str, now: int, interval_ms: int) -> int:
+        row = self._live().one("advance_throttle", {"key": key, "now": now, "interval": interval_ms})
+        assert row is not None  # an upsert with RETURNING always returns its row
+        return int(row[0])
 
     # pauses
     async def insert_pause(self, pause: records.PauseRecord) -> None:
@@ -347,10 +384,26 @@ class SQLiteStore:
     async def claim(self, now: int, limit: int, lease_until: int) -> list[records.QueueItem]:
         if limit <= 0:
             return []
-        async with self._write() as db:
-            found = db.all("claim_items", {"now": now, "limit": limit, "lease_until": lease_until})
-        items = [rows.item_record(row) for row in found]
-        # RETURNING order is arbitrary; ids are ULIDs, so id order is creation order.
+        items: list[records.QueueItem] = []
+        started = time.monotonic()
+        while len(items) < limit:
+            room = limit - len(items)
+            # One write transaction per round: while a claim parks a busy key's backlog, round
+            # after round, other writers get the database in between.
+            async with self._write() as db:
+                found = db.all("claim_items", {"now": now, "limit": room, "lease_until": lease_until})
+                claimed = [slots.claimed(rows.item_record(row[:9]), _flow_columns(row)) for row in found]
+                if not any(claim.tentative for claim in claimed):
+                    items.extend(claim.item for claim in claimed)
+                    break
+                # RETURNING order is arbitrary: oldest ready first, then ids (ULIDs: creation order).
+                claimed.sort(key=lambda claim: (claim.ready_at, claim.item.id))
+                parked = _admit(db, claimed, now, room, items)
+            if not parked or slots.enough(items, started):
+                break
+            # The head of the queue was a busy key's backlog, now parked: look past it. Rounds stay
+            # at the room left (PostgreSQL's grow): an item claimed beyond the room could not be
+            # given back here, as SQLite's RETURNING shows the leased row, not its ready time.
         items.sort(key=lambda item: item.id)
         return items
 
@@ -563,6 +616,41 @@ def _statements(script: str) -> list[str]:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+_FLOW_COLUMNS = ("ckey1", "climit1", "ckey2", "climit2", "ready_at")
+
+
+def _flow_columns(row: rows.Row) -> dict[str, Any]:
+    return dict(zip(_FLOW_COLUMNS, row[9:], strict=True))
+
+
+def _admit(db: _Db, claimed: list[slots.Claimed], now: int, room: int, into: list[records.QueueItem]) -> int:
+    """Admit, park or give back claimed items (``storage.slots``) in the claim's transaction;
+    appends the admitted items to ``into`` and returns how many were parked."""
+    keys = slots.keys_of(claimed)
+    used = {str(row[0]): int(row[1]) for row in db.all("count_slots", {"keys": rows.encode(keys), "now": now})}
+    decision = slots.decide(claimed, used, room)
+    tentative = [claim for claim in decision.admit if claim.tentative]
+    if tentative:
+        db.execute("admit_items", _claims_params(tentative))
+    if decision.park:
+        blocking = {"parked": slots.PARKED_AT, "blocking_keys": rows.encode(decision.blocked_on)}
+        db.execute("park_items", _claims_params(decision.park) | blocking)
+    if decision.give_back:
+        db.execute("return_items", _claims_params(decision.give_back))
+    for key, count in sorted(decision.top_up.items()):
+        db.execute("unpark_items", {"key": key, "limit": count})
+    into.extend(claim.item for claim in decision.admit)
+    return len(decision.park)
+
+
+def _claims_params(claimed: list[slots.Claimed]) -> dict[str, Any]:
+    return {
+        "ids": rows.encode([claim.item.id for claim in claimed]),
+        "claims": rows.encode([claim.item.claims for claim in claimed]),
+        "ready_ats": rows.encode([claim.ready_at for claim in claimed]),
+    }
 
 
 def _wake_horizon_ms() -> int:

@@ -330,6 +330,38 @@ async def time_boxed(ctx: inngest.Context) -> None:
     await ctx.step.run("never", _logged, ctx, "time-boxed", "never", None)
 
 
+# flow control: concurrency (function-wide and per key), throttle, priority
+@client.create_function(
+    fn_id="limited",
+    trigger=inngest.TriggerEvent(event=f"{PREFIX}/limited"),
+    concurrency=[inngest.Concurrency(limit=2), inngest.Concurrency(limit=1, key="event.data.user")],
+)
+async def limited(ctx: inngest.Context) -> str:
+    await ctx.step.run("work", _logged, ctx, "limited", "work", "done", _number(ctx, "seconds", 0.3))
+    return str(ctx.event.data.get("user"))
+
+
+@client.create_function(
+    fn_id="throttled",
+    trigger=inngest.TriggerEvent(event=f"{PREFIX}/throttled"),
+    throttle=inngest.Throttle(limit=1, period=datetime.timedelta(seconds=1), burst=1),
+)
+async def throttled(ctx: inngest.Context) -> str:
+    await ctx.step.run("work", _logged, ctx, "throttled", "work", "done")
+    return "done"
+
+
+@client.create_function(
+    fn_id="prioritized",
+    trigger=inngest.TriggerEvent(event=f"{PREFIX}/prioritized"),
+    concurrency=[inngest.Concurrency(limit=1)],
+    priority=inngest.Priority(run="event.data.p"),
+)
+async def prioritized(ctx: inngest.Context) -> str:
+    await ctx.step.run("work", _logged, ctx, "prioritized", "work", "done", _number(ctx, "seconds", 0))
+    return "done"
+
+
 FUNCTIONS: list[inngest.Function[Any]] = [
     steps,
     steps_sync,
@@ -353,6 +385,9 @@ FUNCTIONS: list[inngest.Function[Any]] = [
     singleton,
     cancellable,
     time_boxed,
+    limited,
+    throttled,
+    prioritized,
 ]
 
 app = fastapi.FastAPI()
