@@ -2,8 +2,12 @@
 
 Connections are kept open between calls (one pool per event loop, one for sync callers): an
 enqueue sits on a web request's critical path, and a new TCP connection per call would cost
-more than the enqueue itself. Enqueues carry a client-chosen task id, so retrying one after a
-network error or a 5xx returns the task the first attempt created instead of a second task.
+more than the enqueue itself. Async calls go through aiohttp, whose per-request CPU cost is a
+fraction of httpx's (the same reason the server dispatches with it); sync callers and streams
+use httpx. Each loop's aiohttp session is closed when that loop shuts down (see
+``_close_with_loop``), so apps never see "unclosed session" warnings. Enqueues carry a
+client-chosen task id, so retrying one after a network error or a 5xx returns the task the
+first attempt created instead of a second task.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import httpx
 
 from stepline import errors
@@ -27,6 +32,39 @@ from stepline.sdk import settings as settings_
 MAX_ATTEMPTS = 4
 TIMEOUT_S = 10.0
 _STREAM_TIMEOUT = httpx.Timeout(TIMEOUT_S, read=None)  # a stream is quiet until the task changes
+
+
+class _Reply:
+    """An aiohttp answer, read whole, with the few ``httpx.Response`` members the SDK reads."""
+
+    def __init__(self, status_code: int, content: bytes, headers: dict[str, str]) -> None:
+        self.status_code = status_code
+        self.content = content
+        self.headers = headers
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+_SESSIONS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop,
+    dict[tuple[str, tuple[tuple[str, str], ...]], tuple[aiohttp.ClientSession, AsyncIterator[None]]],
+] = weakref.WeakKeyDictionary()
+"""The aiohttp sessions of each running loop, by server URL and headers."""
+
+
+async def _close_with_loop(session: aiohttp.ClientSession) -> AsyncIterator[None]:
+    """An async generator started on the session's loop and never resumed: when the loop shuts
+    down (``asyncio.run``, uvicorn), it closes every live async generator, which runs this
+    ``finally`` on that loop, the one place an aiohttp session can be closed properly."""
+    try:
+        yield
+    finally:
+        await session.close()
 
 
 class HttpTaskBackend:
@@ -66,6 +104,22 @@ class HttpTaskBackend:
             )
             self._async_clients[loop] = client
         return client
+
+    async def _session(self) -> aiohttp.ClientSession:
+        # aiohttp binds a session to the loop it was made on: one per loop (and per server and
+        # key), kept with the loop rather than with this object, so that dropping a client can
+        # never leave a session to the garbage collector unclosed.
+        headers = self._headers()
+        key = (self._settings.base_url, tuple(sorted(headers.items())))
+        per_loop = _SESSIONS.setdefault(asyncio.get_running_loop(), {})
+        found = per_loop.get(key)
+        if found is not None and not found[0].closed:
+            return found[0]
+        session = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=TIMEOUT_S))
+        closer = _close_with_loop(session)
+        await anext(closer)  # registers the generator with this loop's shutdown
+        per_loop[key] = (session, closer)
+        return session
 
     def _client_sync(self) -> httpx.Client:
         with self._lock:
@@ -127,8 +181,9 @@ class HttpTaskBackend:
             raise self._unreachable(http_sender._network_failure(exc)) from None
 
     # requests
-    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
-        client = self._async_client()
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> _Reply:
+        session = await self._session()
+        url = self._settings.base_url + path  # base_url may carry a path prefix (a proxy)
         content = None if body is None else json.dumps(body, allow_nan=False).encode()
         headers = {"Content-Type": "application/json"} if content is not None else None
         failure = ""
@@ -136,13 +191,14 @@ class HttpTaskBackend:
             if attempt:
                 await asyncio.sleep(http_sender.backoff_delay_s(attempt - 1))
             try:
-                response = await client.request(method, path, content=content, headers=headers)
-            except httpx.RequestError as exc:
-                failure = http_sender._network_failure(exc)
+                async with session.request(method, url, data=content, headers=headers) as response:
+                    reply = _Reply(response.status, await response.read(), dict(response.headers))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 continue
-            if response.status_code < 500 or attempt == self._max_attempts - 1:
-                return response
-            failure = http_sender._status_failure(response)
+            if reply.status_code < 500 or attempt == self._max_attempts - 1:
+                return reply
+            failure = f"HTTP {reply.status_code}: {reply.text[:200]}"
         raise self._unreachable(failure)
 
     def _request_sync(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
@@ -181,7 +237,7 @@ def _progress(progress: float, message: str | None) -> dict[str, Any]:
     return body
 
 
-def _task_or_raise(response: httpx.Response, doing: str) -> dict[str, Any]:
+def _task_or_raise(response: httpx.Response | _Reply, doing: str) -> dict[str, Any]:
     """The JSON body of a successful answer; otherwise the error the SDK raises for it."""
     try:
         body = response.json()
