@@ -31,7 +31,7 @@ from stepline.engine import ingest, registry
 from stepline.engine import tasks as engine_tasks
 from stepline.sdk import events as events_
 from stepline.sdk import tasks as sdk_tasks
-from stepline.storage.postgres import store as postgres_store
+from stepline.storage.postgres import transaction as pg_tx
 
 __all__ = ["enqueue_in"]
 
@@ -62,8 +62,8 @@ async def enqueue_in(
     request = engine_tasks.request_from_body(body)
     now = time.time_ns() // 1_000_000
     try:
-        async with postgres_store.borrowed_transaction(conn) as tx:
-            functions = await postgres_store.functions_in(tx)
+        async with pg_tx.borrowed_transaction(conn) as tx:
+            functions = await pg_tx.functions_in(tx)
             ingestor = ingest.Ingestor(registry.Registry(_specs(functions)))
             enqueued = await engine_tasks.enqueue(tx, ingestor, request, now)
     except errors.StorageError as exc:

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import functools
 import logging
 import os
-import re
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, LiteralString, cast
 
@@ -30,17 +27,10 @@ from psycopg.rows import DictRow, dict_row
 from stepline import errors
 from stepline.storage import migrate, pages, queries, records, slots, store
 from stepline.storage.postgres import rows
+from stepline.storage.postgres import transaction as pg_tx
 
 _LOG = logging.getLogger(__name__)
 
-_NOTIFY: LiteralString = "NOTIFY stepline_work"
-_LOCK_KEYS: LiteralString = """
-SELECT pg_advisory_xact_lock(h)
-FROM (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h) AS locks
-"""
-"""Lock concurrency keys until the transaction ends, in one order (by hash) so that two
-transactions locking overlapping keys cannot deadlock. Claimers hold them while counting and
-admitting; releasers while unparking (see ``storage.slots``)."""
 _MAX_CLAIM_ROUND = 512
 """Most items one round of a claim leases while it is parking a busy key's backlog."""
 _LISTEN: LiteralString = "LISTEN stepline_work"
@@ -60,39 +50,13 @@ _CHECK_AFTER_IDLE = 1.0
 """Seconds a pooled connection may sit unused before checkout pings it first."""
 
 _CONNECT_TIMEOUT = 10
+"""Seconds libpq waits for a server, unless the URL or ``PGCONNECT_TIMEOUT`` says otherwise."""
 _CHECKOUT_TIMEOUT = 5.0
 """Seconds a caller waits for a pooled connection (psycopg_pool's default is 30). With the
 database down, a request must fail with 503 well before an HTTP client gives up on it."""
-"""Seconds libpq waits for a server, unless the URL or ``PGCONNECT_TIMEOUT`` says otherwise."""
-_URL_PASSWORD = re.compile(r"(://[^:/@?#]*:)[^@/?#]*@")
 
-Connection = psycopg.AsyncConnection[DictRow]
-
-
-def _describe(conninfo: str) -> str:
-    """``host:port/dbname`` of a connection string: what errors show instead of the URL,
-    which may hold a password."""
-    try:
-        parts = conninfo_to_dict(conninfo)
-    except psycopg.Error as exc:
-        raise errors.StorageError(
-            f"invalid PostgreSQL URL {_scrub(conninfo, conninfo)!r}: {_scrub(str(exc), conninfo).strip()}; "
-            "expected postgresql://user[:password]@host[:port]/database"
-        ) from None
-    host = str(parts.get("host") or os.environ.get("PGHOST") or "localhost")
-    port = str(parts.get("port") or os.environ.get("PGPORT") or "5432")
-    dbname = str(parts.get("dbname") or os.environ.get("PGDATABASE") or parts.get("user") or "")
-    return f"{host}:{port}/{dbname}"
-
-
-def _scrub(text: str, conninfo: str) -> str:
-    """``text`` with any password of ``conninfo`` masked."""
-    text = _URL_PASSWORD.sub(r"\1***@", text)
-    with contextlib.suppress(psycopg.Error):
-        password = conninfo_to_dict(conninfo).get("password")
-        if password:
-            text = text.replace(str(password), "***")
-    return text
+Connection = pg_tx.Connection
+PostgresTransaction = pg_tx.PostgresTransaction
 
 
 def _connect_kwargs(conninfo: str, application_name: str) -> dict[str, Any]:
@@ -111,310 +75,8 @@ async def _connect(conninfo: str, where: str, application_name: str) -> Connecti
     try:
         return await Connection.connect(conninfo, **_connect_kwargs(conninfo, application_name))
     except psycopg.Error as exc:
-        reason = _scrub(str(exc), conninfo).strip()
+        reason = pg_tx.scrub(str(exc), conninfo).strip()
         raise errors.StorageError(f"cannot connect to PostgreSQL at {where}: {reason}") from exc
-
-
-@contextlib.contextmanager
-def _translated(what: str, where: str) -> Iterator[None]:
-    """Re-raise a driver error as ``StorageError`` naming the operation and the database."""
-    try:
-        yield
-    except psycopg.Error as exc:
-        raise errors.StorageError(f"PostgreSQL at {where}: {what} failed: {exc}") from exc
-
-
-class PostgresTransaction:
-    """The ``Transaction`` verbs on one pooled connection inside ``BEGIN ... COMMIT``."""
-
-    def __init__(self, conn: psycopg.AsyncConnection[Any], sql: dict[str, LiteralString], where: str) -> None:
-        # Any connection will do, whatever its row factory: cursors here ask for dict rows
-        # themselves (``tasks.enqueue_in`` runs these verbs on the application's own connection).
-        self._conn = conn
-        self._sql = sql
-        self._where = where
-        self.where = where
-        """``host:port/dbname``, for error messages."""
-        self.wakes = False
-        """Set once the transaction enqueued or rescheduled an item: notify on commit."""
-
-    async def _execute(self, name: str, params: rows.Params) -> psycopg.AsyncCursor[DictRow]:
-        with _translated(name, self._where):
-            return await self._conn.cursor(row_factory=dict_row).execute(self._sql[name], params)
-
-    async def _fetchone(self, name: str, params: rows.Params) -> rows.Row | None:
-        cursor = await self._execute(name, params)
-        with _translated(name, self._where):
-            return await cursor.fetchone()
-
-    async def _fetchall(self, name: str, params: rows.Params) -> list[rows.Row]:
-        cursor = await self._execute(name, params)
-        with _translated(name, self._where):
-            return await cursor.fetchall()
-
-    # events and runs
-
-    async def insert_event(self, event: records.EventRecord) -> None:
-        await self._execute("insert_event", rows.event_params(event))
-
-    async def insert_run(self, run: records.RunRecord) -> None:
-        await self._execute("insert_run", rows.run_params(run))
-
-    async def claim_idempotency_key(self, function_id: str, key: str, run_id: str, now: int, expires_at: int) -> bool:
-        params = {
-            "function_id": function_id,
-            "key": key,
-            "run_id": run_id,
-            "now": now,
-            "expires_at": expires_at,
-        }
-        cursor = await self._execute("insert_idempotency_key", params)
-        return cursor.rowcount == 1
-
-    async def claim_idempotency_keys(self, claims: Sequence[records.IdempotencyClaim], now: int) -> list[bool]:
-        if not claims:
-            return []
-        sql = self._sql["insert_idempotency_key"]
-        with _translated("insert_idempotency_key", self._where):
-            # One pipeline: every claim is sent before the first answer is awaited.
-            async with self._conn.pipeline():
-                cursors = [
-                    await self._conn.execute(
-                        sql,
-                        {
-                            "function_id": claim.function_id,
-                            "key": claim.key,
-                            "run_id": claim.run_id,
-                            "expires_at": claim.expires_at,
-                            "now": now,
-                        },
-                    )
-                    for claim in claims
-                ]
-        return [cursor.rowcount == 1 for cursor in cursors]
-
-    async def _execute_many(self, name: str, params: Sequence[rows.Params]) -> None:
-        if not params:
-            return
-        with _translated(name, self._where):
-            async with self._conn.cursor() as cursor:
-                await cursor.executemany(self._sql[name], params)
-
-    async def insert_events(self, events: Sequence[records.EventRecord]) -> None:
-        await self._execute_many("insert_event", [rows.event_params(event) for event in events])
-
-    async def insert_runs(self, runs: Sequence[records.RunRecord]) -> None:
-        await self._execute_many("insert_run", [rows.run_params(run) for run in runs])
-
-    async def record_checkpoint(self, step: records.StepRecord) -> int | None:
-        row = await self._fetchone("record_checkpoint", rows.step_params(step))
-        return None if row is None else int(row["seq"])
-
-    async def lock_run(self, run_id: str) -> records.RunRecord | None:
-        row = await self._fetchone("select_run_for_update", {"id": run_id})
-        return None if row is None else rows.run_record(row)
-
-    async def update_run(self, run: records.RunRecord) -> None:
-        await self._execute("update_run", rows.run_params(run))
-
-    # steps
-
-    async def record_step(self, step: records.StepRecord) -> bool:
-        cursor = await self._execute("insert_step", rows.step_params(step))
-        return cursor.rowcount == 1
-
-    # queue
-
-    async def enqueue(self, item: records.QueueItem) -> None:
-        await self._execute("enqueue_item", rows.item_params(item))
-        self.wakes = True
-
-    async def enqueue_many(self, items: Sequence[records.QueueItem]) -> None:
-        if items:
-            await self._execute_many("enqueue_item", [rows.item_params(item) for item in items])
-            self.wakes = True
-
-    async def complete_item(self, item_id: str, claims: int) -> bool:
-        found = await self._fetchall("complete_item", {"id": item_id, "claims": claims})
-        await self._release(found)
-        return len(found) == 1
-
-    async def reschedule_item(self, item: records.QueueItem, claims: int) -> bool:
-        params = rows.item_params(item)
-        params["claims"] = claims
-        found = await self._fetchall("reschedule_item", params)
-        await self._release(found, slot_known=False)
-        moved = len(found) == 1
-        self.wakes = self.wakes or (moved and item.available_at <= _wake_horizon_ms())
-        return moved
-
-    async def renew_item(self, item: records.QueueItem, claims: int) -> bool:
-        params = rows.item_params(item)
-        params["claims"] = claims
-        cursor = await self._execute("renew_item", params)
-        return cursor.rowcount == 1
-
-    async def delete_item(self, item_id: str) -> None:
-        await self._release(await self._fetchall("delete_item", {"id": item_id}))
-
-    async def delete_run_items(self, run_id: str) -> int:
-        found = await self._fetchall("delete_run_items", {"run_id": run_id})
-        await self._release(found)
-        return len(found)
-
-    async def _release(self, found: list[rows.Row], *, slot_known: bool = True) -> None:
-        """Unpark, under the keys' locks, one parked item per concurrency slot the rows freed."""
-        if not found or all(row["ckey1"] is None for row in found):
-            return  # the common case: no concurrency limit, nothing more to do
-        freed = slots.released(found, slot_known=slot_known)
-        if not freed:
-            return
-        with _translated("unpark_items", self._where):
-            async with self._conn.pipeline():  # the lock and the unparks in one round trip
-                await self._conn.execute(_LOCK_KEYS, {"keys": sorted(freed)})
-                cursors = [
-                    await self._conn.execute(self._sql["unpark_items"], {"key": key, "limit": freed[key]})
-                    for key in sorted(freed)
-                ]
-        if any(cursor.rowcount for cursor in cursors):
-            self.wakes = True
-
-    # flow control
-
-    async def insert_run_concurrency(self, keys: Sequence[records.RunConcurrency]) -> None:
-        await self._execute_many("insert_run_concurrency", [rows.run_concurrency_params(row) for row in keys])
-
-    async def advance_throttle(self, key: str, now: int, interval_ms: int) -> int:
-        row = await self._fetchone("advance_throttle", {"key": key, "now": now, "interval": interval_ms})
-        assert row is not None  # an upsert with RETURNING always returns its row
-        return int(row["tat"])
-
-    # pauses
-
-    async def insert_pause(self, pause: records.PauseRecord) -> None:
-        await self._execute("insert_pause", rows.pause_params(pause))
-
-    async def pauses_for_event(self, event_name: str) -> list[records.PauseRecord]:
-        return [rows.pause_record(r) for r in await self._fetchall("pauses_for_event", {"event_name": event_name})]
-
-    async def pause_by_correlation(self, correlation_id: str) -> records.PauseRecord | None:
-        row = await self._fetchone("pause_by_correlation", {"correlation_id": correlation_id})
-        return None if row is None else rows.pause_record(row)
-
-    async def get_pause(self, pause_id: str) -> records.PauseRecord | None:
-        row = await self._fetchone("select_pause", {"id": pause_id})
-        return None if row is None else rows.pause_record(row)
-
-    async def delete_pause(self, pause_id: str) -> bool:
-        cursor = await self._execute("delete_pause", {"id": pause_id})
-        return cursor.rowcount == 1
-
-    async def delete_run_pauses(self, run_id: str) -> int:
-        cursor = await self._execute("delete_run_pauses", {"run_id": run_id})
-        return cursor.rowcount
-
-    # flow control at ingest
-    async def lock_flow_key(self, function_id: str, kind: str, key: str) -> records.FlowKeyRecord:
-        row = await self._fetchone("lock_flow_key", {"function_id": function_id, "kind": kind, "key": key})
-        assert row is not None  # an upsert with RETURNING always returns the row
-        return records.FlowKeyRecord(**row)
-
-    async def update_flow_key(self, row: records.FlowKeyRecord) -> None:
-        await self._execute("update_flow_key", dataclasses.asdict(row))
-
-    async def set_run_events(self, run_id: str, events: Sequence[dict[str, records.JSON]]) -> None:
-        await self._execute("set_run_events", {"id": run_id, "events": rows.events_param(events)})
-
-    # functions and cron
-
-    async def upsert_function(self, function: records.FunctionRecord) -> None:
-        await self._execute("upsert_function", rows.function_params(function))
-
-    async def delete_functions_except(self, app_id: str, function_ids: Sequence[str]) -> None:
-        params = {"function_ids": list(function_ids), "app_id": app_id}
-        await self._execute("delete_crons_except", params)
-        await self._execute("delete_functions_except", params)
-
-    async def upsert_app(self, app: records.AppRecord) -> None:
-        await self._execute("upsert_app", rows.app_params(app))
-
-    async def get_cron(self, function_id: str) -> records.CronRecord | None:
-        row = await self._fetchone("select_cron", {"function_id": function_id})
-        return None if row is None else rows.cron_record(row)
-
-    async def upsert_cron(self, cron: records.CronRecord) -> None:
-        await self._execute("upsert_cron", rows.cron_params(cron))
-
-    async def delete_crons_except(self, function_ids: Sequence[str], app_id: str) -> None:
-        await self._execute("delete_crons_except", {"function_ids": list(function_ids), "app_id": app_id})
-
-    async def advance_cron(self, function_id: str, expected_next: int, new_next: int) -> bool:
-        params = {"function_id": function_id, "expected_next": expected_next, "new_next": new_next}
-        cursor = await self._execute("advance_cron", params)
-        return cursor.rowcount == 1
-
-    # tasks
-
-    async def insert_task(self, task: records.TaskRecord) -> bool:
-        return (await self._execute("insert_task", rows.task_params(task))).rowcount == 1
-
-    async def lock_task_id(self, task_id: str) -> None:
-        await self._execute("lock_task_id", {"id": task_id})
-
-    async def lock_task(self, task_id: str) -> records.TaskRecord | None:
-        row = await self._fetchone("select_task_for_update", {"id": task_id})
-        return None if row is None else rows.task_record(row)
-
-    async def update_task(self, task: records.TaskRecord) -> None:
-        await self._execute("update_task", rows.task_params(task))
-
-    async def start_task(self, task_id: str, now: int) -> None:
-        await self._execute("start_task", {"id": task_id, "now": now})
-
-    async def due_pending_tasks(self, now: int, limit: int) -> list[records.TaskRecord]:
-        return [
-            rows.task_record(row) for row in await self._fetchall("due_pending_tasks", {"now": now, "limit": limit})
-        ]
-
-    async def consume_quota(self, request: records.QuotaRequest, task_id: str, now: int) -> int | None:
-        params = {"feature": request.feature, "owner": request.owner, "since": now - request.window_ms}
-        await self._execute("lock_quota", params)
-        row = await self._fetchone("count_quota_uses", params)
-        used, oldest = (0, None) if row is None else (int(row["count"]), row["oldest"])
-        if used >= request.limit:
-            return max(1, int(oldest) + request.window_ms - now) if oldest is not None else request.window_ms
-        use = {"feature": request.feature, "owner": request.owner, "task_id": task_id, "used_at": now}
-        await self._execute("insert_quota_use", use)
-        return None
-
-    async def refund_quota(self, task_id: str) -> None:
-        await self._execute("delete_quota_uses", {"task_id": task_id})
-
-
-@functools.cache
-def _shared_queries() -> dict[str, LiteralString]:
-    return queries.load_queries("postgres")
-
-
-@contextlib.asynccontextmanager
-async def borrowed_transaction(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[PostgresTransaction]:
-    """The ``Transaction`` verbs inside the application's own transaction on ``conn``.
-
-    ``conn.transaction()`` starts a transaction when none is open and a savepoint inside one, so
-    the work commits with the application's transaction (or alone, on an idle connection) and
-    rolls back with it. Waiting executors are notified at that commit, not before.
-    """
-    tx = PostgresTransaction(conn, _shared_queries(), _describe(conn.info.dsn))
-    async with conn.transaction():
-        yield tx
-        if tx.wakes:
-            with _translated("notify", tx.where):
-                await conn.execute(_NOTIFY)
-
-
-async def functions_in(tx: PostgresTransaction) -> list[records.FunctionRecord]:
-    """Every synced function, read inside ``tx`` (``borrowed_transaction`` has no store to ask)."""
-    return [rows.function_record(row) for row in await tx._fetchall("select_functions", {})]
 
 
 class _Freshness:
@@ -463,7 +125,7 @@ class PostgresStore:
     async def open(cls, conninfo: str, pool_size: int = 10, migrate: bool = True) -> PostgresStore:
         """Connect, migrate the schema when ``migrate`` (serialised across processes by an
         advisory lock), open the pool and start listening for work."""
-        where = _describe(conninfo)
+        where = pg_tx.describe(conninfo)
         bootstrap = await _connect(conninfo, where, application_name="stepline-migrate")
         try:
             if migrate:
@@ -490,7 +152,7 @@ class PostgresStore:
             await pool.close()
             if isinstance(exc, errors.StorageError):
                 raise
-            reason = _scrub(str(exc), conninfo)
+            reason = pg_tx.scrub(str(exc), conninfo)
             raise errors.StorageError(f"cannot connect to PostgreSQL at {where}: {reason}") from exc
         opened._listener_task = asyncio.create_task(opened._listen(), name=f"stepline listener {where}")
         return opened
@@ -522,23 +184,23 @@ class PostgresStore:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[PostgresTransaction]:
-        with _translated("transaction", self._where):
+        with pg_tx.translated("transaction", self._where):
             async with self._connection() as conn, conn.transaction():
                 tx = PostgresTransaction(conn, self._sql, self._where)
                 yield tx
                 if tx.wakes:
-                    await conn.execute(_NOTIFY)
+                    await conn.execute(pg_tx.NOTIFY)
         if tx.wakes:
             self._work.set()
 
     async def _fetchall(self, name: str, params: rows.Params) -> list[rows.Row]:
-        with _translated(name, self._where):
+        with pg_tx.translated(name, self._where):
             async with self._connection() as conn:
                 cursor = await conn.execute(self._sql[name], params)
                 return await cursor.fetchall()
 
     async def _fetchone(self, name: str, params: rows.Params) -> rows.Row | None:
-        with _translated(name, self._where):
+        with pg_tx.translated(name, self._where):
             async with self._connection() as conn:
                 cursor = await conn.execute(self._sql[name], params)
                 return await cursor.fetchone()
@@ -547,7 +209,7 @@ class PostgresStore:
         """``_fetchall`` planned for its values every time: psycopg prepares a statement run five
         times, and PostgreSQL may then plan it once for any value (a generic plan). The read
         API's pages must use the index that fits their filter, whatever the filter's value."""
-        with _translated(name, self._where):
+        with pg_tx.translated(name, self._where):
             async with self._connection() as conn:
                 cursor = await conn.execute(self._sql[name], params, prepare=False)
                 return await cursor.fetchall()
@@ -581,14 +243,14 @@ class PostgresStore:
         items and how many were parked."""
         keys = slots.keys_of(claimed)
         admitting: psycopg.AsyncCursor[DictRow] | None = None
-        with _translated("admit_items", self._where):
+        with pg_tx.translated("admit_items", self._where):
             # Pipelined: BEGIN, the locks and the count go in one round trip; the admissions,
             # parkings and COMMIT in a second. The count runs after the locks are granted (the
             # server runs a pipeline's statements in order), so it sees every committed slot.
             async with self._connection() as conn, conn.pipeline(), conn.transaction():
                 used: dict[str, int] = {}
                 if keys:
-                    await conn.execute(_LOCK_KEYS, {"keys": keys})
+                    await conn.execute(pg_tx.LOCK_KEYS, {"keys": keys})
                     cursor = await conn.execute(self._sql["count_slots"], {"keys": keys, "now": now})
                     used = {row["key"]: int(row["used"]) for row in await cursor.fetchall()}
                 decision = slots.decide(claimed, used, room)
@@ -627,7 +289,7 @@ class PostgresStore:
     # reads
 
     async def mark_run_started(self, run_id: str, now: int) -> None:
-        with _translated("mark_run_started", self._where):
+        with pg_tx.translated("mark_run_started", self._where):
             async with self._connection() as conn:
                 await conn.execute(self._sql["mark_run_started"], {"id": run_id, "now": now})
 
@@ -650,7 +312,7 @@ class PostgresStore:
 
     async def set_task_progress(self, task_id: str, progress: float, message: str | None, now: int) -> bool:
         params = {"id": task_id, "progress": progress, "message": message, "now": now}
-        with _translated("task_progress", self._where):
+        with pg_tx.translated("task_progress", self._where):
             async with self._connection() as conn:
                 cursor = await conn.execute(self._sql["task_progress"], params)
                 return cursor.rowcount == 1
@@ -774,7 +436,7 @@ class PostgresStore:
                     self._work.set()
                 await conn.execute("SELECT 1")  # a quiet spell: make sure the connection lives
             except Exception as exc:  # whatever went wrong, keep listening while the store is open
-                reason = _scrub(str(exc), self._conninfo)
+                reason = pg_tx.scrub(str(exc), self._conninfo)
                 _LOG.warning(
                     "PostgreSQL listener at %s failed (%s); reconnecting in %.1fs",
                     self._where,
@@ -850,8 +512,3 @@ def _claims_params(claimed: list[slots.Claimed], parked: bool | None = None) -> 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _wake_horizon_ms() -> int:
-    """Items due later than this need no wake-up now: executors sleep until the next due item."""
-    return time.time_ns() // 1_000_000 + 1_000

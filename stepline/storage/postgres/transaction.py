@@ -1,0 +1,371 @@
+"""The PostgreSQL ``Transaction``: the store's write verbs on one connection inside a transaction.
+
+``PostgresStore.transaction()`` runs them on a pooled connection; ``borrowed_transaction`` runs
+them on the application's own connection, inside its own transaction (``stepline.tasks.enqueue_in``).
+Also here: what every PostgreSQL module shares to name a database in errors without leaking its
+password, and to turn driver errors into ``StorageError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import DictRow, dict_row
+
+from stepline import errors
+from stepline.storage import queries, records, slots
+from stepline.storage.postgres import rows
+
+NOTIFY: LiteralString = "NOTIFY stepline_work"
+LOCK_KEYS: LiteralString = """
+SELECT pg_advisory_xact_lock(h)
+FROM (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h) AS locks
+"""
+"""Lock concurrency keys until the transaction ends, in one order (by hash) so that two
+transactions locking overlapping keys cannot deadlock. Claimers hold them while counting and
+admitting; releasers while unparking (see ``storage.slots``)."""
+_URL_PASSWORD = re.compile(r"(://[^:/@?#]*:)[^@/?#]*@")
+
+Connection = psycopg.AsyncConnection[DictRow]
+
+
+def describe(conninfo: str) -> str:
+    """``host:port/dbname`` of a connection string: what errors show instead of the URL,
+    which may hold a password."""
+    try:
+        parts = conninfo_to_dict(conninfo)
+    except psycopg.Error as exc:
+        raise errors.StorageError(
+            f"invalid PostgreSQL URL {scrub(conninfo, conninfo)!r}: {scrub(str(exc), conninfo).strip()}; "
+            "expected postgresql://user[:password]@host[:port]/database"
+        ) from None
+    host = str(parts.get("host") or os.environ.get("PGHOST") or "localhost")
+    port = str(parts.get("port") or os.environ.get("PGPORT") or "5432")
+    dbname = str(parts.get("dbname") or os.environ.get("PGDATABASE") or parts.get("user") or "")
+    return f"{host}:{port}/{dbname}"
+
+
+def scrub(text: str, conninfo: str) -> str:
+    """``text`` with any password of ``conninfo`` masked."""
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    with contextlib.suppress(psycopg.Error):
+        password = conninfo_to_dict(conninfo).get("password")
+        if password:
+            text = text.replace(str(password), "***")
+    return text
+
+
+@contextlib.contextmanager
+def translated(what: str, where: str) -> Iterator[None]:
+    """Re-raise a driver error as ``StorageError`` naming the operation and the database."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise errors.StorageError(f"PostgreSQL at {where}: {what} failed: {exc}") from exc
+
+
+class PostgresTransaction:
+    """The ``Transaction`` verbs on one pooled connection inside ``BEGIN ... COMMIT``."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], sql: dict[str, LiteralString], where: str) -> None:
+        # Any connection will do, whatever its row factory: cursors here ask for dict rows
+        # themselves (``tasks.enqueue_in`` runs these verbs on the application's own connection).
+        self._conn = conn
+        self._sql = sql
+        self._where = where
+        self.where = where
+        """``host:port/dbname``, for error messages."""
+        self.wakes = False
+        """Set once the transaction enqueued or rescheduled an item: notify on commit."""
+
+    async def _execute(self, name: str, params: rows.Params) -> psycopg.AsyncCursor[DictRow]:
+        with translated(name, self._where):
+            return await self._conn.cursor(row_factory=dict_row).execute(self._sql[name], params)
+
+    async def _fetchone(self, name: str, params: rows.Params) -> rows.Row | None:
+        cursor = await self._execute(name, params)
+        with translated(name, self._where):
+            return await cursor.fetchone()
+
+    async def _fetchall(self, name: str, params: rows.Params) -> list[rows.Row]:
+        cursor = await self._execute(name, params)
+        with translated(name, self._where):
+            return await cursor.fetchall()
+
+    # events and runs
+
+    async def insert_event(self, event: records.EventRecord) -> None:
+        await self._execute("insert_event", rows.event_params(event))
+
+    async def insert_run(self, run: records.RunRecord) -> None:
+        await self._execute("insert_run", rows.run_params(run))
+
+    async def claim_idempotency_key(self, function_id: str, key: str, run_id: str, now: int, expires_at: int) -> bool:
+        params = {
+            "function_id": function_id,
+            "key": key,
+            "run_id": run_id,
+            "now": now,
+            "expires_at": expires_at,
+        }
+        cursor = await self._execute("insert_idempotency_key", params)
+        return cursor.rowcount == 1
+
+    async def claim_idempotency_keys(self, claims: Sequence[records.IdempotencyClaim], now: int) -> list[bool]:
+        if not claims:
+            return []
+        sql = self._sql["insert_idempotency_key"]
+        with translated("insert_idempotency_key", self._where):
+            # One pipeline: every claim is sent before the first answer is awaited.
+            async with self._conn.pipeline():
+                cursors = [
+                    await self._conn.execute(
+                        sql,
+                        {
+                            "function_id": claim.function_id,
+                            "key": claim.key,
+                            "run_id": claim.run_id,
+                            "expires_at": claim.expires_at,
+                            "now": now,
+                        },
+                    )
+                    for claim in claims
+                ]
+        return [cursor.rowcount == 1 for cursor in cursors]
+
+    async def _execute_many(self, name: str, params: Sequence[rows.Params]) -> None:
+        if not params:
+            return
+        with translated(name, self._where):
+            async with self._conn.cursor() as cursor:
+                await cursor.executemany(self._sql[name], params)
+
+    async def insert_events(self, events: Sequence[records.EventRecord]) -> None:
+        await self._execute_many("insert_event", [rows.event_params(event) for event in events])
+
+    async def insert_runs(self, runs: Sequence[records.RunRecord]) -> None:
+        await self._execute_many("insert_run", [rows.run_params(run) for run in runs])
+
+    async def record_checkpoint(self, step: records.StepRecord) -> int | None:
+        row = await self._fetchone("record_checkpoint", rows.step_params(step))
+        return None if row is None else int(row["seq"])
+
+    async def lock_run(self, run_id: str) -> records.RunRecord | None:
+        row = await self._fetchone("select_run_for_update", {"id": run_id})
+        return None if row is None else rows.run_record(row)
+
+    async def update_run(self, run: records.RunRecord) -> None:
+        await self._execute("update_run", rows.run_params(run))
+
+    # steps
+
+    async def record_step(self, step: records.StepRecord) -> bool:
+        cursor = await self._execute("insert_step", rows.step_params(step))
+        return cursor.rowcount == 1
+
+    # queue
+
+    async def enqueue(self, item: records.QueueItem) -> None:
+        await self._execute("enqueue_item", rows.item_params(item))
+        self.wakes = True
+
+    async def enqueue_many(self, items: Sequence[records.QueueItem]) -> None:
+        if items:
+            await self._execute_many("enqueue_item", [rows.item_params(item) for item in items])
+            self.wakes = True
+
+    async def complete_item(self, item_id: str, claims: int) -> bool:
+        found = await self._fetchall("complete_item", {"id": item_id, "claims": claims})
+        await self._release(found)
+        return len(found) == 1
+
+    async def reschedule_item(self, item: records.QueueItem, claims: int) -> bool:
+        params = rows.item_params(item)
+        params["claims"] = claims
+        found = await self._fetchall("reschedule_item", params)
+        await self._release(found, slot_known=False)
+        moved = len(found) == 1
+        self.wakes = self.wakes or (moved and item.available_at <= wake_horizon_ms())
+        return moved
+
+    async def renew_item(self, item: records.QueueItem, claims: int) -> bool:
+        params = rows.item_params(item)
+        params["claims"] = claims
+        cursor = await self._execute("renew_item", params)
+        return cursor.rowcount == 1
+
+    async def delete_item(self, item_id: str) -> None:
+        await self._release(await self._fetchall("delete_item", {"id": item_id}))
+
+    async def delete_run_items(self, run_id: str) -> int:
+        found = await self._fetchall("delete_run_items", {"run_id": run_id})
+        await self._release(found)
+        return len(found)
+
+    async def _release(self, found: list[rows.Row], *, slot_known: bool = True) -> None:
+        """Unpark, under the keys' locks, one parked item per concurrency slot the rows freed."""
+        if not found or all(row["ckey1"] is None for row in found):
+            return  # the common case: no concurrency limit, nothing more to do
+        freed = slots.released(found, slot_known=slot_known)
+        if not freed:
+            return
+        with translated("unpark_items", self._where):
+            async with self._conn.pipeline():  # the lock and the unparks in one round trip
+                await self._conn.execute(LOCK_KEYS, {"keys": sorted(freed)})
+                cursors = [
+                    await self._conn.execute(self._sql["unpark_items"], {"key": key, "limit": freed[key]})
+                    for key in sorted(freed)
+                ]
+        if any(cursor.rowcount for cursor in cursors):
+            self.wakes = True
+
+    # flow control
+
+    async def insert_run_concurrency(self, keys: Sequence[records.RunConcurrency]) -> None:
+        await self._execute_many("insert_run_concurrency", [rows.run_concurrency_params(row) for row in keys])
+
+    async def advance_throttle(self, key: str, now: int, interval_ms: int) -> int:
+        row = await self._fetchone("advance_throttle", {"key": key, "now": now, "interval": interval_ms})
+        assert row is not None  # an upsert with RETURNING always returns its row
+        return int(row["tat"])
+
+    # pauses
+
+    async def insert_pause(self, pause: records.PauseRecord) -> None:
+        await self._execute("insert_pause", rows.pause_params(pause))
+
+    async def pauses_for_event(self, event_name: str) -> list[records.PauseRecord]:
+        return [rows.pause_record(r) for r in await self._fetchall("pauses_for_event", {"event_name": event_name})]
+
+    async def pause_by_correlation(self, correlation_id: str) -> records.PauseRecord | None:
+        row = await self._fetchone("pause_by_correlation", {"correlation_id": correlation_id})
+        return None if row is None else rows.pause_record(row)
+
+    async def get_pause(self, pause_id: str) -> records.PauseRecord | None:
+        row = await self._fetchone("select_pause", {"id": pause_id})
+        return None if row is None else rows.pause_record(row)
+
+    async def delete_pause(self, pause_id: str) -> bool:
+        cursor = await self._execute("delete_pause", {"id": pause_id})
+        return cursor.rowcount == 1
+
+    async def delete_run_pauses(self, run_id: str) -> int:
+        cursor = await self._execute("delete_run_pauses", {"run_id": run_id})
+        return cursor.rowcount
+
+    # flow control at ingest
+    async def lock_flow_key(self, function_id: str, kind: str, key: str) -> records.FlowKeyRecord:
+        row = await self._fetchone("lock_flow_key", {"function_id": function_id, "kind": kind, "key": key})
+        assert row is not None  # an upsert with RETURNING always returns the row
+        return records.FlowKeyRecord(**row)
+
+    async def update_flow_key(self, row: records.FlowKeyRecord) -> None:
+        await self._execute("update_flow_key", dataclasses.asdict(row))
+
+    async def set_run_events(self, run_id: str, events: Sequence[dict[str, records.JSON]]) -> None:
+        await self._execute("set_run_events", {"id": run_id, "events": rows.events_param(events)})
+
+    # functions and cron
+
+    async def upsert_function(self, function: records.FunctionRecord) -> None:
+        await self._execute("upsert_function", rows.function_params(function))
+
+    async def delete_functions_except(self, app_id: str, function_ids: Sequence[str]) -> None:
+        params = {"function_ids": list(function_ids), "app_id": app_id}
+        await self._execute("delete_crons_except", params)
+        await self._execute("delete_functions_except", params)
+
+    async def upsert_app(self, app: records.AppRecord) -> None:
+        await self._execute("upsert_app", rows.app_params(app))
+
+    async def get_cron(self, function_id: str) -> records.CronRecord | None:
+        row = await self._fetchone("select_cron", {"function_id": function_id})
+        return None if row is None else rows.cron_record(row)
+
+    async def upsert_cron(self, cron: records.CronRecord) -> None:
+        await self._execute("upsert_cron", rows.cron_params(cron))
+
+    async def delete_crons_except(self, function_ids: Sequence[str], app_id: str) -> None:
+        await self._execute("delete_crons_except", {"function_ids": list(function_ids), "app_id": app_id})
+
+    async def advance_cron(self, function_id: str, expected_next: int, new_next: int) -> bool:
+        params = {"function_id": function_id, "expected_next": expected_next, "new_next": new_next}
+        cursor = await self._execute("advance_cron", params)
+        return cursor.rowcount == 1
+
+    # tasks
+
+    async def insert_task(self, task: records.TaskRecord) -> bool:
+        return (await self._execute("insert_task", rows.task_params(task))).rowcount == 1
+
+    async def lock_task_id(self, task_id: str) -> None:
+        await self._execute("lock_task_id", {"id": task_id})
+
+    async def lock_task(self, task_id: str) -> records.TaskRecord | None:
+        row = await self._fetchone("select_task_for_update", {"id": task_id})
+        return None if row is None else rows.task_record(row)
+
+    async def update_task(self, task: records.TaskRecord) -> None:
+        await self._execute("update_task", rows.task_params(task))
+
+    async def start_task(self, task_id: str, now: int) -> None:
+        await self._execute("start_task", {"id": task_id, "now": now})
+
+    async def due_pending_tasks(self, now: int, limit: int) -> list[records.TaskRecord]:
+        return [
+            rows.task_record(row) for row in await self._fetchall("due_pending_tasks", {"now": now, "limit": limit})
+        ]
+
+    async def consume_quota(self, request: records.QuotaRequest, task_id: str, now: int) -> int | None:
+        params = {"feature": request.feature, "owner": request.owner, "since": now - request.window_ms}
+        await self._execute("lock_quota", params)
+        row = await self._fetchone("count_quota_uses", params)
+        used, oldest = (0, None) if row is None else (int(row["count"]), row["oldest"])
+        if used >= request.limit:
+            return max(1, int(oldest) + request.window_ms - now) if oldest is not None else request.window_ms
+        use = {"feature": request.feature, "owner": request.owner, "task_id": task_id, "used_at": now}
+        await self._execute("insert_quota_use", use)
+        return None
+
+    async def refund_quota(self, task_id: str) -> None:
+        await self._execute("delete_quota_uses", {"task_id": task_id})
+
+
+@functools.cache
+def _shared_queries() -> dict[str, LiteralString]:
+    return queries.load_queries("postgres")
+
+
+@contextlib.asynccontextmanager
+async def borrowed_transaction(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[PostgresTransaction]:
+    """The ``Transaction`` verbs inside the application's own transaction on ``conn``.
+
+    ``conn.transaction()`` starts a transaction when none is open and a savepoint inside one, so
+    the work commits with the application's transaction (or alone, on an idle connection) and
+    rolls back with it. Waiting executors are notified at that commit, not before.
+    """
+    tx = PostgresTransaction(conn, _shared_queries(), describe(conn.info.dsn))
+    async with conn.transaction():
+        yield tx
+        if tx.wakes:
+            with translated("notify", tx.where):
+                await conn.execute(NOTIFY)
+
+
+async def functions_in(tx: PostgresTransaction) -> list[records.FunctionRecord]:
+    """Every synced function, read inside ``tx`` (``borrowed_transaction`` has no store to ask)."""
+    return [rows.function_record(row) for row in await tx._fetchall("select_functions", {})]
+
+
+def wake_horizon_ms() -> int:
+    """Items due later than this need no wake-up now: executors sleep until the next due item."""
+    return time.time_ns() // 1_000_000 + 1_000
