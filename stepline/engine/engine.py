@@ -140,10 +140,7 @@ class _EngineLink:
         except ValueError:
             allowed = ", ".join(item.value for item in records.TaskStatus)
             raise errors.ConfigurationError(f"status must be one of {allowed} (got {status!r})") from None
-        found = await self._engine.store.list_tasks(owner=owner, status=wanted, cursor=cursor, limit=limit + 1)
-        more = len(found) > limit
-        found = found[:limit]
-        return {"data": [tasks.task_body(task) for task in found], "cursor": found[-1].id if more else None}
+        return await tasks.page_body(self._engine.store, owner=owner, status=wanted, cursor=cursor, limit=limit)
 
     async def cancel_task(self, task_id: str) -> dict[str, Any]:
         return tasks.task_body(await self._engine.cancel_task(task_id))

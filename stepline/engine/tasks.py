@@ -343,3 +343,15 @@ def task_body(task: records.TaskRecord) -> dict[str, Any]:
         "ended_at": task.ended_at,
         "version": task.version,
     }
+
+
+async def page_body(
+    db: store.Store, *, owner: str | None, status: records.TaskStatus | None, cursor: str | None, limit: int
+) -> dict[str, Any]:
+    """One page of tasks as clients receive it: ``{"data": [...], "cursor": next cursor or None}``."""
+    found = await db.list_tasks(
+        owner=owner, status=status, cursor=cursor, limit=limit + 1
+    )  # one more: is there a next page?
+    more = len(found) > limit
+    found = found[:limit]
+    return {"data": [task_body(task) for task in found], "cursor": found[-1].id if more else None}

@@ -1,4 +1,5 @@
-"""Who may call what: event keys for ingest, the signing key (as a bearer token) for the API."""
+"""Who may call what: event keys for ingest and the task routes, the signing key (as a bearer token)
+for the API, the dashboard token for people."""
 
 from __future__ import annotations
 
@@ -56,5 +57,34 @@ def check_event_key(runtime: runtime_.ServerRuntime, key: str) -> None:
         raise ApiError(401, "Event key not found")
 
 
+async def require_client_key(request: Request) -> runtime_.ServerRuntime:
+    """A dependency: an event key (or the signing key, or the dashboard token) as bearer token,
+    unless the server is a dev server without keys listening on this machine only."""
+    runtime = runtime_of(request)
+    settings = runtime.settings
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" else ""
+    if dashboard_token_matches(settings.dashboard_token, bearer):
+        return runtime
+    if settings.dev and not settings.event_keys and not settings.signing_key:
+        if settings.is_local_only:
+            return runtime
+        raise ApiError(
+            401,
+            f"this dev server listens on {settings.host}, beyond this machine, and has no keys: send "
+            "'Authorization: Bearer <dashboard token>' (start it with --dashboard-token), or give it an event key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not bearer or (bearer not in settings.event_keys and not signing.bearer_matches(bearer, settings.signing_keys)):
+        raise ApiError(
+            401,
+            "missing or wrong bearer token: send 'Authorization: Bearer <event key>' (or the signing key)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return runtime
+
+
 ApiServer = Annotated[runtime_.ServerRuntime, Depends(require_api_key)]
 """A route parameter: the server runtime, after checking the caller's bearer token."""
+ClientServer = Annotated[runtime_.ServerRuntime, Depends(require_client_key)]
+"""A route parameter for routes apps call (``/v1/tasks``): the runtime, after checking the event key."""

@@ -12,13 +12,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from stepline import errors
 from stepline.engine import tasks as tasks_
-from stepline.protocol import signing, sse
+from stepline.protocol import sse
 from stepline.sdk import events as events_
 from stepline.server import auth
 from stepline.server import runtime as runtime_
@@ -35,34 +35,7 @@ change the task, so the database, not process memory, is the source of changes."
 KEEPALIVE_S = 15.0
 
 
-async def require_client_key(request: Request) -> runtime_.ServerRuntime:
-    """A dependency: an event key (or the signing key, or the dashboard token) as bearer token,
-    unless the server is a dev server without keys listening on this machine only."""
-    runtime = auth.runtime_of(request)
-    settings = runtime.settings
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    bearer = token.strip() if scheme.lower() == "bearer" else ""
-    if auth.dashboard_token_matches(settings.dashboard_token, bearer):
-        return runtime
-    if settings.dev and not settings.event_keys and not settings.signing_key:
-        if settings.is_local_only:
-            return runtime
-        raise ApiError(
-            401,
-            f"this dev server listens on {settings.host}, beyond this machine, and has no keys: send "
-            "'Authorization: Bearer <dashboard token>' (start it with --dashboard-token), or give it an event key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    if not bearer or (bearer not in settings.event_keys and not signing.bearer_matches(bearer, settings.signing_keys)):
-        raise ApiError(
-            401,
-            "missing or wrong bearer token: send 'Authorization: Bearer <event key>' (or the signing key)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return runtime
-
-
-ClientServer = Annotated[runtime_.ServerRuntime, Depends(require_client_key)]
+ClientServer = auth.ClientServer
 
 
 class EventIn(BaseModel):
@@ -143,13 +116,13 @@ async def list_tasks(
     cursor: Annotated[str | None, Query(description="The `cursor` of the previous page.")] = None,
     limit: Annotated[str | None, Query(description="Tasks per page, from 1 to 500; default 50.")] = None,
 ) -> dict[str, Any]:
-    page_size = runs_api.parse_limit(limit)
-    found = await server.store.list_tasks(
-        owner=owner or None, status=_status(status), cursor=_cursor(cursor), limit=page_size + 1
+    return await tasks_.page_body(
+        server.store,
+        owner=owner or None,
+        status=_status(status),
+        cursor=runs_api.parse_cursor(cursor),
+        limit=runs_api.parse_limit(limit),
     )
-    more = len(found) > page_size
-    found = found[:page_size]
-    return {"data": [tasks_.task_body(task) for task in found], "cursor": found[-1].id if more else None}
 
 
 @router.get("/{task_id}", summary="Get a task")
@@ -209,7 +182,3 @@ def _status(raw: str | None) -> records.TaskStatus | None:
     except ValueError:
         allowed = ", ".join(status.value for status in records.TaskStatus)
         raise ApiError(400, f"status must be one of {allowed} (got {raw!r})") from None
-
-
-def _cursor(raw: str | None) -> str | None:
-    return runs_api.parse_cursor(raw)
