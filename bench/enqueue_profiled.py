@@ -11,6 +11,7 @@ that stopped it, which ends the process before an ``atexit`` writer could run.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def main() -> None:
         if profiler.is_running:  # on the event loop's thread, where it was started
             profiler.stop()
             # Blocking writes on purpose: the measurement is over, and the profiler must be stopped here.
-            output.write_text(profiler.output_text(unicode=True, show_all=False))  # noqa: ASYNC240
+            output.write_text(profiler.output_text(unicode=True, show_all=os.environ.get("PROFILE_ALL") == "1"))  # noqa: ASYNC240
             output.with_suffix(".html").write_text(profiler.output_html())
         return PlainTextResponse(str(output))
 

@@ -231,8 +231,14 @@ class EngineCore:
         ``QuotaExceeded`` when the owner has no use left: then nothing at all was written.
         """
         now = self.clock.now_ms()
+        plan = tasks.plan_task(self._ingestor, request, now)
+        if plan is not None:  # no flow control: one call writes it all (one round trip on PostgreSQL)
+            enqueued = tasks.planned_result(request, plan, await self.store.create_task(plan))
+            if enqueued is not None:
+                return enqueued
+        task_id = None if plan is None else plan.task.id
         async with self.store.transaction() as tx:
-            return await tasks.enqueue(tx, self._ingestor, request, now)
+            return await tasks.enqueue_stepwise(tx, self._ingestor, request, now, task_id=task_id)
 
     async def get_task(self, task_id: str) -> records.TaskRecord | None:
         return await self.store.get_task(task_id)

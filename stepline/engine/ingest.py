@@ -125,6 +125,27 @@ class Ingestor:
             result.resumed_runs.extend(await self._resume_pauses(tx, wire, now, depth, listeners))
         return result
 
+    def plan_task_runs(
+        self, raw_event: dict[str, Any], now: int
+    ) -> tuple[records.EventRecord, list[records.PlannedRun]] | None:
+        """A task's event and the runs it would start, decided before any statement runs, so
+        the store can write the whole task at once (``Transaction.create_task``). None when a
+        function it triggers has flow control, which decides per run inside the transaction:
+        then ``ingest`` does the work."""
+        event = normalise_event(raw_event, now)
+        wire = event.to_wire()
+        if wire["name"] in (transitions.INVOKED_EVENT, transitions.FAILED_EVENT, transitions.FINISHED_EVENT):
+            return None  # lifecycle events, which ``ingest`` treats specially (tasks cannot send them)
+        targets = self._targets(wire)
+        if any(fn.flow.active or fn.limits.active for fn in targets):
+            return None
+        runs = []
+        for fn in targets:
+            run = _PlannedRun(fn, wire, event.internal_id).to_run(now)
+            claim = records.IdempotencyClaim(fn.id, str(wire.get("id")), run.id, now + IDEMPOTENCY_WINDOW_MS)
+            runs.append(records.PlannedRun(run, transitions.discover_item(run, now), claim))
+        return event, runs
+
     def _targets(self, wire: dict[str, Any]) -> list[registry_.FunctionSpec]:
         if wire["name"] == transitions.INVOKED_EVENT:
             target = (wire["data"].get("_inngest") or {}).get("fn_id")

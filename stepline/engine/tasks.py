@@ -136,28 +136,33 @@ async def enqueue(tx: store.Transaction, ingestor: ingest_.Ingestor, request: Ta
     Raises ``QuotaExceeded`` (before anything is written; the caller's transaction then holds
     nothing of this task) when the owner has used up the quota.
     """
-    task_id = request.task_id or transitions.new_id()
+    plan = plan_task(ingestor, request, now)
+    if plan is not None:
+        enqueued = planned_result(request, plan, await tx.create_task(plan))
+        if enqueued is not None:
+            return enqueued
+    return await enqueue_stepwise(tx, ingestor, request, now, task_id=None if plan is None else plan.task.id)
+
+
+async def enqueue_stepwise(
+    tx: store.Transaction, ingestor: ingest_.Ingestor, request: TaskRequest, now: int, *, task_id: str | None = None
+) -> Enqueued:
+    """``enqueue`` verb by verb, for any function: flow control decides inside the transaction
+    and wait or cancel pauses are matched against the event."""
+    task_id = task_id or request.task_id or transitions.new_id()
+    event = _task_event(request, task_id)
     if request.task_id is not None:
         await tx.lock_task_id(task_id)  # a retry racing its first attempt waits for it, then finds it
     existing = await tx.lock_task(task_id)
     if existing is not None:
-        if existing.owner != request.owner or existing.kind != request.kind:
-            raise errors.TaskConflictError(f"task id {task_id!r} is already used by another task")
-        return Enqueued(existing, created=False)
+        return _retried(existing, request)
     if request.quota is not None:
         wait_ms = await tx.consume_quota(request.quota, task_id, now)
         if wait_ms is not None:
             raise quota_exceeded(request.quota, wait_ms)
-    event = dict(request.event)
-    event.setdefault("id", task_id)
     result = await ingestor.ingest(tx, [event], now, task_id=task_id)
     if result.matched and result.task_run_id is None:
-        # Every function the event triggers already ran for this event id: the task would have
-        # no run to follow. Refuse (the caller's transaction rolls back: nothing is written).
-        raise errors.TaskConflictError(
-            f"event id {event['id']!r} already started the functions event {event.get('name')!r} triggers "
-            "(in the last 24 hours); a task needs a new run: leave the event id out, or use a new one"
-        )
+        raise _event_id_used(event)
     run_id = result.task_run_id
     turned_away = None
     if run_id is not None and run_id not in result.run_ids:
@@ -170,13 +175,61 @@ async def enqueue(tx: store.Transaction, ingestor: ingest_.Ingestor, request: Ta
             "idempotency key already used): tasks need functions that start a run per event",
         )
         run_id = skipped.id if skipped is not None else None
-    task = records.TaskRecord(
+    task = dataclasses.replace(_pending_task(request, task_id, result.internal_ids[0], now), run_id=run_id)
+    if not await tx.insert_task(task):
+        # Another transaction created this id between our lock and insert (a concurrent retry).
+        raise errors.TaskConflictError(f"task id {task_id!r} was created concurrently; retry to read it")
+    if turned_away is not None:
+        await _finish(tx, task, records.TaskStatus.FAILED, now, error=turned_away)
+    return Enqueued(task, created=True)
+
+
+def plan_task(ingestor: ingest_.Ingestor, request: TaskRequest, now: int) -> records.TaskPlan | None:
+    """The whole task decided up front, for ``create_task`` to write at once; None when a
+    function its event triggers has flow control (``enqueue_stepwise`` then does the work)."""
+    task_id = request.task_id or transitions.new_id()
+    planned = ingestor.plan_task_runs(_task_event(request, task_id), now)
+    if planned is None:
+        return None
+    event, runs = planned
+    return records.TaskPlan(
+        task=_pending_task(request, task_id, event.internal_id, now),
+        serialise=request.task_id is not None,
+        quota=request.quota,
+        event=event,
+        runs=runs,
+        now=now,
+    )
+
+
+def planned_result(request: TaskRequest, plan: records.TaskPlan, outcome: records.TaskPlanOutcome) -> Enqueued | None:
+    """What ``create_task`` did, as ``enqueue`` answers it (raising its refusals); None when
+    pauses await the event and ``enqueue_stepwise`` must do the work."""
+    if outcome.existing is not None:
+        return _retried(outcome.existing, request)
+    if outcome.quota_wait_ms is not None:
+        assert request.quota is not None
+        raise quota_exceeded(request.quota, outcome.quota_wait_ms)
+    if outcome.listeners:
+        return None
+    if outcome.created is None:
+        raise _event_id_used(plan.event.to_wire())
+    return Enqueued(outcome.created, created=True)
+
+
+def _task_event(request: TaskRequest, task_id: str) -> dict[str, Any]:
+    event = dict(request.event)
+    event.setdefault("id", task_id)  # one run per task: the task id is the idempotency key
+    return event
+
+
+def _pending_task(request: TaskRequest, task_id: str, event_id: str, now: int) -> records.TaskRecord:
+    return records.TaskRecord(
         id=task_id,
         kind=request.kind,
         owner=request.owner,
         status=records.TaskStatus.PENDING,
-        event_id=result.internal_ids[0],
-        run_id=run_id,
+        event_id=event_id,
         created_at=now,
         updated_at=now,
         pending_deadline=now + request.pending_timeout_ms,
@@ -184,12 +237,22 @@ async def enqueue(tx: store.Transaction, ingestor: ingest_.Ingestor, request: Ta
         quota_feature=None if request.quota is None else request.quota.feature,
         refund_on_failure=request.refund_on_failure,
     )
-    if not await tx.insert_task(task):
-        # Another transaction created this id between our lock and insert (a concurrent retry).
-        raise errors.TaskConflictError(f"task id {task_id!r} was created concurrently; retry to read it")
-    if turned_away is not None:
-        await _finish(tx, task, records.TaskStatus.FAILED, now, error=turned_away)
-    return Enqueued(task, created=True)
+
+
+def _retried(existing: records.TaskRecord, request: TaskRequest) -> Enqueued:
+    """The task a retried enqueue created before; another task's id is a conflict."""
+    if existing.owner != request.owner or existing.kind != request.kind:
+        raise errors.TaskConflictError(f"task id {existing.id!r} is already used by another task")
+    return Enqueued(existing, created=False)
+
+
+def _event_id_used(event: dict[str, Any]) -> errors.TaskConflictError:
+    """Every function the event triggers already ran for this event id: the task would have no
+    run to follow. Refused (the caller's transaction rolls back: nothing is written)."""
+    return errors.TaskConflictError(
+        f"event id {event['id']!r} already started the functions event {event.get('name')!r} triggers "
+        "(in the last 24 hours); a task needs a new run: leave the event id out, or use a new one"
+    )
 
 
 def quota_exceeded(quota: records.QuotaRequest, wait_ms: int) -> errors.QuotaExceeded:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 JSON = Any
@@ -278,6 +279,49 @@ class QuotaRequest:
     owner: str
     limit: int
     window_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlannedRun:
+    """A run a task's event starts if its idempotency key is free, with its first queue item."""
+
+    run: RunRecord
+    item: QueueItem
+    claim: IdempotencyClaim
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskPlan:
+    """Everything ``Transaction.create_task`` writes for a task whose functions have no flow
+    control: known in full before the transaction starts, so a backend can write it at once."""
+
+    task: TaskRecord
+    """Pending, ``run_id`` None: the store sets it to the first run it starts."""
+    serialise: bool
+    """The client chose the id (a retry may race its first attempt): take the id's lock first."""
+    quota: QuotaRequest | None
+    event: EventRecord
+    runs: Sequence[PlannedRun]
+    """In the order the engine would start them; ``task_id`` None in each."""
+    now: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskPlanOutcome:
+    """What ``create_task`` did. Only ``created`` wrote anything."""
+
+    existing: TaskRecord | None = None
+    """The id was taken (a retried enqueue): nothing written."""
+    quota_wait_ms: int | None = None
+    """The owner's quota is used up; a use frees in this many ms. Nothing written."""
+    created: TaskRecord | None = None
+    """The task as stored (its ``run_id`` is the first run started)."""
+    started: Sequence[str] = ()
+    """Runs started: the planned runs whose idempotency key was free, in plan order. When runs
+    were planned and none started, nothing is written (the engine refuses the task)."""
+    listeners: bool = False
+    """Wait or cancel pauses await the event's name: nothing written. Matching them takes the
+    engine's expressions, so the engine enqueues the general way (``engine.tasks``)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -156,6 +156,19 @@ class Transaction(Protocol):
         ...
 
     # tasks
+    async def create_task(self, plan: records.TaskPlan) -> records.TaskPlanOutcome:
+        """Write a planned task in one step: take the id's lock (``plan.serialise``), return the
+        task if the id exists, take a quota use, insert the event, start each planned run whose
+        idempotency key is free (the first drives the task) and insert the task.
+
+        Writes nothing, and says so, when wait or cancel pauses await the event's name (the
+        engine matches those) or the id exists or the quota is used up.
+
+        The meaning is ``storage.task_plan.create_stepwise``, which composes the verbs below and
+        is what SQLite runs. PostgreSQL runs one server-side function instead (one round trip,
+        where the verbs cost about ten): the tracked-task enqueue is on a request's path."""
+        ...
+
     async def insert_task(self, task: records.TaskRecord) -> bool:
         """Insert a task; False, and nothing written, if its id is taken (a retried enqueue)."""
         ...
@@ -268,6 +281,10 @@ class Store(Protocol):
 
     async def events_by_public_id(self, public_id: str, limit: int = 20) -> list[records.EventRecord]:
         """Events whose public ``id`` is ``public_id``, newest first (an id sent again is stored again)."""
+        ...
+
+    async def create_task(self, plan: records.TaskPlan) -> records.TaskPlanOutcome:
+        """``Transaction.create_task`` in a transaction of its own (one round trip on PostgreSQL)."""
         ...
 
     async def get_task(self, task_id: str) -> records.TaskRecord | None: ...

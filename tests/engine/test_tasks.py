@@ -1100,3 +1100,85 @@ async def test_a_task_always_follows_the_run_it_records_and_ends(database_url: s
     assert after.is_terminal, f"the task is still {after.status}"
     assert after.status == "complete"
     assert after.result == "second"
+
+
+# enqueue in one call (Transaction.create_task) and the general path it steps aside for
+
+
+async def test_a_tasks_event_resumes_a_run_waiting_for_it_and_the_task_still_runs(database_url: str) -> None:
+    """Wait pauses are matched by the engine's expressions, so an enqueue whose event someone
+    waits for takes the general path: the waiting run resumes and the task follows its own run."""
+    client = stepline.Stepline(app_id="tasks-waiters")
+
+    @client.function(id="waiter", trigger=stepline.on_event("test/start-waiting"))
+    async def waiter(ctx: stepline.Context) -> Any:
+        seen = await ctx.step.wait_for_event("wait-work", event="test/work", timeout=HOUR)
+        return None if seen is None else seen.data
+
+    @client.function(id="work", trigger=stepline.on_event("test/work"))
+    async def work(ctx: stepline.Context) -> str:
+        return "done"
+
+    async with TestEngine(client, [waiter, work], database_url=database_url) as engine:
+        waiting = (await engine.send(stepline.Event("test/start-waiting", {}))).run_ids[0]
+        await engine.run_until_idle()
+        assert (await engine.store.get_run(waiting)).status is records.RunStatus.RUNNING  # type: ignore[union-attr]
+        task = await client.tasks.enqueue(kind="k", owner="u", event=event(job=7), quota=tailor_quota(1))
+        await engine.run_until_idle()
+        resumed = await engine.store.get_run(waiting)
+        done = await require(client, task.id)
+
+    assert resumed is not None
+    assert resumed.status is records.RunStatus.COMPLETED
+    assert resumed.output == {"job": 7}
+    assert done.status == "complete"
+    assert done.result == "done"
+    assert quota_uses(database_url, task.id) == 1
+
+
+async def test_a_retry_of_an_enqueue_returns_its_task_even_when_the_quota_is_now_used_up(database_url: str) -> None:
+    """The id is checked before the quota: the retry of the request that took the last use gets
+    its task back, not a 429."""
+    client = stepline.Stepline(app_id="tasks-retry-quota")
+
+    @client.function(id="work", trigger=stepline.on_event("test/work"))
+    async def work(ctx: stepline.Context) -> str:
+        return "ok"
+
+    task_id = str(ulid.ULID())
+    async with TestEngine(client, [work], database_url=database_url):
+        first = await client.tasks.enqueue(kind="k", owner="u", event=event(), quota=tailor_quota(1), id=task_id)
+        again = await client.tasks.enqueue(kind="k", owner="u", event=event(), quota=tailor_quota(1), id=task_id)
+        with pytest.raises(stepline.QuotaExceeded):
+            await client.tasks.enqueue(kind="k", owner="u", event=event(), quota=tailor_quota(1))
+
+    assert again.id == first.id == task_id
+    assert quota_uses(database_url) == 1
+
+
+async def test_an_event_two_functions_listen_to_starts_both_and_the_task_follows_the_first(
+    database_url: str,
+) -> None:
+    client = stepline.Stepline(app_id="tasks-two-functions")
+
+    @client.function(id="alpha", trigger=stepline.on_event("test/work"))
+    async def alpha(ctx: stepline.Context) -> str:
+        return "alpha"
+
+    @client.function(id="beta", trigger=stepline.on_event("test/work"))
+    async def beta(ctx: stepline.Context) -> str:
+        return "beta"
+
+    async with TestEngine(client, [alpha, beta], database_url=database_url) as engine:
+        task = await client.tasks.enqueue(kind="k", owner="u", event=event())
+        await engine.run_until_idle()
+        done = await require(client, task.id)
+        runs = await engine.store.list_runs(limit=10)
+
+    assert sorted(run.function_id for run in runs) == ["tasks-two-functions-alpha", "tasks-two-functions-beta"]
+    assert all(run.status is records.RunStatus.COMPLETED for run in runs)
+    followed = next(run for run in runs if run.id == done.run_id)
+    assert followed.task_id == task.id
+    assert [run.task_id for run in runs if run.id != done.run_id] == [None]
+    assert done.status == "complete"
+    assert done.result == followed.output

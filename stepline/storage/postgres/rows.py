@@ -300,3 +300,33 @@ def run_concurrency_params(keys: records.RunConcurrency) -> Params:
         "second_key": keys.key2,
         "second_limit": keys.limit2,
     }
+
+
+def _document(params: Params) -> dict[str, Any]:
+    """Query parameters as a JSON object for a server-side function (``Jsonb`` unwrapped)."""
+    return {key: value.obj if isinstance(value, Jsonb) else value for key, value in params.items()}
+
+
+def task_plan_document(plan: records.TaskPlan) -> Jsonb:
+    """The ``plan`` argument of ``stepline_create_task`` (migration 0009)."""
+    quota = plan.quota
+    return _json(
+        {
+            "serialise": plan.serialise,
+            "now": plan.now,
+            "task": _document(task_params(plan.task)),
+            "quota": None
+            if quota is None
+            else {"feature": quota.feature, "owner": quota.owner, "limit": quota.limit, "window_ms": quota.window_ms},
+            "event": _document(event_params(plan.event)),
+            "runs": [
+                {
+                    "run": _document(run_params(planned.run)),
+                    "item": _document(item_params(planned.item)),
+                    "key": planned.claim.key,
+                    "expires_at": planned.claim.expires_at,
+                }
+                for planned in plan.runs
+            ],
+        }
+    )

@@ -293,6 +293,15 @@ class PostgresStore:
             async with self._connection() as conn:
                 await conn.execute(self._sql["mark_run_started"], {"id": run_id, "now": now})
 
+    async def create_task(self, plan: records.TaskPlan) -> records.TaskPlanOutcome:
+        # Autocommit: the function call is the whole transaction, and NOTIFYs at its commit.
+        with pg_tx.translated("create_task", self._where):
+            async with self._connection() as conn:
+                outcome = await pg_tx.create_task(conn, plan, self._where)
+        if outcome.started:
+            self._work.set()
+        return outcome
+
     async def get_task(self, task_id: str) -> records.TaskRecord | None:
         row = await self._fetchone("select_task", {"id": task_id})
         return None if row is None else rows.task_record(row)

@@ -33,6 +33,9 @@ FROM (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(%(keys)s::text[]) 
 """Lock concurrency keys until the transaction ends, in one order (by hash) so that two
 transactions locking overlapping keys cannot deadlock. Claimers hold them while counting and
 admitting; releasers while unparking (see ``storage.slots``)."""
+CREATE_TASK: LiteralString = "SELECT stepline_create_task(%(plan)s) AS outcome"
+"""``Transaction.create_task`` in one round trip: the function of migration 0009. Not in
+``queries.sql``, whose names both backends define; SQLite composes the verbs instead."""
 _URL_PASSWORD = re.compile(r"(://[^:/@?#]*:)[^@/?#]*@")
 
 Connection = psycopg.AsyncConnection[DictRow]
@@ -304,6 +307,12 @@ class PostgresTransaction:
 
     # tasks
 
+    async def create_task(self, plan: records.TaskPlan) -> records.TaskPlanOutcome:
+        outcome = await create_task(self._conn, plan, self._where)
+        # The function notifies at commit; this also wakes this process's executors at once.
+        self.wakes = self.wakes or bool(outcome.started)
+        return outcome
+
     async def insert_task(self, task: records.TaskRecord) -> bool:
         return (await self._execute("insert_task", rows.task_params(task))).rowcount == 1
 
@@ -338,6 +347,42 @@ class PostgresTransaction:
 
     async def refund_quota(self, task_id: str) -> None:
         await self._execute("delete_quota_uses", {"task_id": task_id})
+
+
+async def create_task(
+    conn: psycopg.AsyncConnection[Any], plan: records.TaskPlan, where: str
+) -> records.TaskPlanOutcome:
+    """``Transaction.create_task`` as one call of ``stepline_create_task`` (migration 0009). On an
+    autocommit connection outside a transaction, the call is its own transaction."""
+    try:
+        with translated("create_task", where):
+            cursor = await conn.cursor(row_factory=dict_row).execute(
+                CREATE_TASK, {"plan": rows.task_plan_document(plan)}
+            )
+            row = await cursor.fetchone()
+    except errors.StorageError as exc:
+        if (
+            isinstance(exc.__cause__, psycopg.errors.UniqueViolation)
+            and exc.__cause__.diag.constraint_name == "tasks_pkey"
+        ):
+            # Another transaction created this id after our lock (a concurrent retry).
+            raise errors.TaskConflictError(
+                f"task id {plan.task.id!r} was created concurrently; retry to read it"
+            ) from None
+        raise
+    assert row is not None  # a function call returns one row
+    outcome: dict[str, Any] = row["outcome"]
+    if "existing" in outcome:
+        return records.TaskPlanOutcome(existing=rows.task_record(outcome["existing"]))
+    if "quota_wait_ms" in outcome:
+        return records.TaskPlanOutcome(quota_wait_ms=int(outcome["quota_wait_ms"]))
+    if "listeners" in outcome:
+        return records.TaskPlanOutcome(listeners=True)
+    started = [str(run_id) for run_id in outcome["started"]]
+    if plan.runs and not started:
+        return records.TaskPlanOutcome()
+    task = dataclasses.replace(plan.task, run_id=started[0] if started else None)
+    return records.TaskPlanOutcome(created=task, started=started)
 
 
 @functools.cache

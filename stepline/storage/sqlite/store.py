@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, LiteralString
 
 from stepline import errors
-from stepline.storage import migrate, pages, queries, records, slots
+from stepline.storage import migrate, pages, queries, records, slots, task_plan
 from stepline.storage.sqlite import rows
 
 _MIN_VERSION = (3, 35, 0)
@@ -35,6 +35,14 @@ _CREATE_MIGRATIONS: LiteralString = (
     "CREATE TABLE IF NOT EXISTS schema_migrations ("
     "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
 )
+
+
+class _Refused(Exception):
+    """Ends ``create_task``'s transaction with a rollback, carrying what the store refused."""
+
+    def __init__(self, outcome: records.TaskPlanOutcome) -> None:
+        super().__init__("task refused")
+        self.outcome = outcome
 
 
 class _Db:
@@ -281,6 +289,9 @@ class SQLiteTransaction:
         return self._live().count("advance_cron", params) == 1
 
     # tasks
+    async def create_task(self, plan: records.TaskPlan) -> records.TaskPlanOutcome:
+        return await task_plan.create_stepwise(self, plan)
+
     async def insert_task(self, task: records.TaskRecord) -> bool:
         return self._live().count("insert_task", rows.task_params(task)) == 1
 
@@ -445,6 +456,16 @@ class SQLiteStore:
             row = db.one("mark_run_started", {"id": run_id, "now": now})
             if row is not None and row[0] is not None:
                 db.execute("start_task", {"id": row[0], "now": now})
+
+    async def create_task(self, plan: records.TaskPlan) -> records.TaskPlanOutcome:
+        try:
+            async with self.transaction() as tx:
+                outcome = await tx.create_task(plan)
+                if outcome.created is None:
+                    raise _Refused(outcome)  # rolls back what a refusal wrote (an event without runs)
+        except _Refused as refused:
+            return refused.outcome
+        return outcome
 
     async def get_task(self, task_id: str) -> records.TaskRecord | None:
         row = self._reader.one("select_task", {"id": task_id})
