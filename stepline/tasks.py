@@ -62,10 +62,7 @@ async def enqueue_in(
     request = engine_tasks.request_from_body(body)
     now = time.time_ns() // 1_000_000
     try:
-        async with pg_tx.borrowed_transaction(conn) as tx:
-            functions = await pg_tx.functions_in(tx)
-            ingestor = ingest.Ingestor(registry.Registry(_specs(functions)))
-            enqueued = await engine_tasks.enqueue(tx, ingestor, request, now)
+        enqueued = await _enqueue(conn, request, now)
     except errors.StorageError as exc:
         if "does not exist" in str(exc):
             raise errors.StorageError(
@@ -73,6 +70,29 @@ async def enqueue_in(
             ) from exc
         raise
     return sdk_tasks.Task.from_wire(engine_tasks.task_body(enqueued.task))
+
+
+async def _enqueue(
+    conn: psycopg.AsyncConnection[Any], request: engine_tasks.TaskRequest, now: int
+) -> engine_tasks.Enqueued:
+    if conn.autocommit or conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+        # One statement, no savepoint: ``stepline_create_task`` writes nothing when it refuses
+        # (quota, a taken id), so the application's transaction carries on either way; alone on
+        # an autocommit connection the call is its own transaction.
+        tx = pg_tx.PostgresTransaction(conn, pg_tx.shared_queries(), pg_tx.describe(conn.info.dsn))
+        ingestor = await _ingestor(tx)
+        plan = engine_tasks.plan_task(ingestor, request, now)
+        if plan is not None:
+            enqueued = engine_tasks.planned_result(request, plan, await tx.create_task(plan))
+            if enqueued is not None:
+                return enqueued
+    async with pg_tx.borrowed_transaction(conn) as tx:
+        return await engine_tasks.enqueue(tx, await _ingestor(tx), request, now)
+
+
+async def _ingestor(tx: pg_tx.PostgresTransaction) -> ingest.Ingestor:
+    """What the synced functions would start, read in the application's transaction."""
+    return ingest.Ingestor(registry.Registry(_specs(await pg_tx.functions_in(tx))))
 
 
 def _specs(functions: list[Any]) -> list[registry.FunctionSpec]:

@@ -1182,3 +1182,56 @@ async def test_an_event_two_functions_listen_to_starts_both_and_the_task_follows
     assert [run.task_id for run in runs if run.id != done.run_id] == [None]
     assert done.status == "complete"
     assert done.result == followed.output
+
+
+async def test_enqueue_in_outside_a_transaction_commits_on_its_own_on_either_kind_of_connection(
+    postgres_url: str, app_conn: psycopg.AsyncConnection[Any]
+) -> None:
+    """Idle connections: an autocommit one runs the call as its own transaction, a
+    non-autocommit one gets a transaction that ``enqueue_in`` opens and commits."""
+    client = stepline.Stepline(app_id="tasks-in-idle")
+
+    @client.function(id="tailor", trigger=stepline.on_event("test/work"))
+    async def tailor(ctx: stepline.Context) -> str:
+        return "ok"
+
+    async with (
+        TestEngine(client, [tailor], database_url=postgres_url),
+        await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as autocommit,
+    ):
+        alone = await stepline.tasks.enqueue_in(autocommit, kind="t", owner="alice", event=event())
+        idle = await stepline.tasks.enqueue_in(app_conn, kind="t", owner="alice", event=event())
+        left_open = app_conn.info.transaction_status
+        seen = [await client.tasks.get(alone.id), await client.tasks.get(idle.id)]
+
+    assert left_open is psycopg.pq.TransactionStatus.IDLE
+    assert [task.status if task else None for task in seen] == ["pending", "pending"]
+
+
+async def test_enqueue_in_resumes_a_run_waiting_for_the_tasks_event(
+    postgres_url: str, app_conn: psycopg.AsyncConnection[Any]
+) -> None:
+    client = stepline.Stepline(app_id="tasks-in-waiters")
+
+    @client.function(id="waiter", trigger=stepline.on_event("test/start-waiting"))
+    async def waiter(ctx: stepline.Context) -> Any:
+        seen = await ctx.step.wait_for_event("wait-work", event="test/work", timeout=HOUR)
+        return None if seen is None else seen.data
+
+    @client.function(id="work", trigger=stepline.on_event("test/work"))
+    async def work(ctx: stepline.Context) -> str:
+        return "done"
+
+    async with TestEngine(client, [waiter, work], database_url=postgres_url) as engine:
+        waiting = (await engine.send(stepline.Event("test/start-waiting", {}))).run_ids[0]
+        await engine.run_until_idle()
+        async with app_conn.transaction():
+            task = await stepline.tasks.enqueue_in(app_conn, kind="t", owner="alice", event=event(job=3))
+        engine.fake_clock.set_ms(real_now_ms() + 1_000)  # enqueue_in stamps real time
+        done = await engine.wait_for_task(task.id)
+        resumed = await engine.store.get_run(waiting)
+
+    assert done.status is records.TaskStatus.COMPLETE
+    assert resumed is not None
+    assert resumed.status is records.RunStatus.COMPLETED
+    assert resumed.output == {"job": 3}

@@ -188,7 +188,7 @@ class PostgresStore:
             async with self._connection() as conn, conn.transaction():
                 tx = PostgresTransaction(conn, self._sql, self._where)
                 yield tx
-                if tx.wakes:
+                if tx.wakes and not tx.notified:
                     await conn.execute(pg_tx.NOTIFY)
         if tx.wakes:
             self._work.set()

@@ -89,6 +89,9 @@ class PostgresTransaction:
         """``host:port/dbname``, for error messages."""
         self.wakes = False
         """Set once the transaction enqueued or rescheduled an item: notify on commit."""
+        self.notified = False
+        """A ``NOTIFY`` is already queued for this transaction's commit (``stepline_create_task``
+        sends its own): no second statement is needed for ``wakes``."""
 
     async def _execute(self, name: str, params: rows.Params) -> psycopg.AsyncCursor[DictRow]:
         with translated(name, self._where):
@@ -309,8 +312,8 @@ class PostgresTransaction:
 
     async def create_task(self, plan: records.TaskPlan) -> records.TaskPlanOutcome:
         outcome = await create_task(self._conn, plan, self._where)
-        # The function notifies at commit; this also wakes this process's executors at once.
-        self.wakes = self.wakes or bool(outcome.started)
+        if outcome.started:  # the function notifies at commit; wakes this process's executors too
+            self.wakes = self.notified = True
         return outcome
 
     async def insert_task(self, task: records.TaskRecord) -> bool:
@@ -386,7 +389,8 @@ async def create_task(
 
 
 @functools.cache
-def _shared_queries() -> dict[str, LiteralString]:
+def shared_queries() -> dict[str, LiteralString]:
+    """The PostgreSQL queries, loaded once, for transactions on connections outside a store."""
     return queries.load_queries("postgres")
 
 
@@ -398,10 +402,10 @@ async def borrowed_transaction(conn: psycopg.AsyncConnection[Any]) -> AsyncItera
     the work commits with the application's transaction (or alone, on an idle connection) and
     rolls back with it. Waiting executors are notified at that commit, not before.
     """
-    tx = PostgresTransaction(conn, _shared_queries(), describe(conn.info.dsn))
+    tx = PostgresTransaction(conn, shared_queries(), describe(conn.info.dsn))
     async with conn.transaction():
         yield tx
-        if tx.wakes:
+        if tx.wakes and not tx.notified:
             with translated("notify", tx.where):
                 await conn.execute(NOTIFY)
 
