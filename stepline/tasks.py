@@ -48,8 +48,8 @@ async def enqueue_in(
 ) -> sdk_tasks.Task:
     """Create a task, its event, quota use and runs inside ``conn``'s current transaction.
 
-    Raises ``QuotaExceeded`` when the owner has no use left (the statements of this call are
-    rolled back to a savepoint; the application's own transaction carries on).
+    Raises ``QuotaExceeded`` when the owner has no use left: nothing was written, and the
+    application's own transaction carries on.
     """
     if not isinstance(conn, psycopg.AsyncConnection):
         raise errors.ConfigurationError(
