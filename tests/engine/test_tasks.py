@@ -1105,10 +1105,9 @@ async def test_a_task_always_follows_the_run_it_records_and_ends(database_url: s
 # enqueue in one call (Transaction.create_task) and the general path it steps aside for
 
 
-async def test_a_tasks_event_resumes_a_run_waiting_for_it_and_the_task_still_runs(database_url: str) -> None:
-    """Wait pauses are matched by the engine's expressions, so an enqueue whose event someone
-    waits for takes the general path: the waiting run resumes and the task follows its own run."""
-    client = stepline.Stepline(app_id="tasks-waiters")
+def waiter_and_worker(client: stepline.Stepline) -> list[Any]:
+    """``waiter`` waits for a ``test/work`` event and returns its data; ``work``, which the same
+    event triggers, returns ``"done"``."""
 
     @client.function(id="waiter", trigger=stepline.on_event("test/start-waiting"))
     async def waiter(ctx: stepline.Context) -> Any:
@@ -1119,7 +1118,15 @@ async def test_a_tasks_event_resumes_a_run_waiting_for_it_and_the_task_still_run
     async def work(ctx: stepline.Context) -> str:
         return "done"
 
-    async with TestEngine(client, [waiter, work], database_url=database_url) as engine:
+    return [waiter, work]
+
+
+async def test_a_tasks_event_resumes_a_run_waiting_for_it_and_the_task_still_runs(database_url: str) -> None:
+    """Wait pauses are matched by the engine's expressions, so an enqueue whose event someone
+    waits for takes the general path: the waiting run resumes and the task follows its own run."""
+    client = stepline.Stepline(app_id="tasks-waiters")
+
+    async with TestEngine(client, waiter_and_worker(client), database_url=database_url) as engine:
         waiting = (await engine.send(stepline.Event("test/start-waiting", {}))).run_ids[0]
         await engine.run_until_idle()
         assert (await engine.store.get_run(waiting)).status is records.RunStatus.RUNNING  # type: ignore[union-attr]
@@ -1213,16 +1220,7 @@ async def test_enqueue_in_resumes_a_run_waiting_for_the_tasks_event(
 ) -> None:
     client = stepline.Stepline(app_id="tasks-in-waiters")
 
-    @client.function(id="waiter", trigger=stepline.on_event("test/start-waiting"))
-    async def waiter(ctx: stepline.Context) -> Any:
-        seen = await ctx.step.wait_for_event("wait-work", event="test/work", timeout=HOUR)
-        return None if seen is None else seen.data
-
-    @client.function(id="work", trigger=stepline.on_event("test/work"))
-    async def work(ctx: stepline.Context) -> str:
-        return "done"
-
-    async with TestEngine(client, [waiter, work], database_url=postgres_url) as engine:
+    async with TestEngine(client, waiter_and_worker(client), database_url=postgres_url) as engine:
         waiting = (await engine.send(stepline.Event("test/start-waiting", {}))).run_ids[0]
         await engine.run_until_idle()
         async with app_conn.transaction():
