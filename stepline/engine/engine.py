@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from stepline import errors
 from stepline.engine import clock as clock_
-from stepline.engine import core, dispatch, tasks, views
+from stepline.engine import core, dispatch, task_stream, tasks, views
 from stepline.engine import registry as registry_
 from stepline.sdk import client as client_
 from stepline.sdk import events as events_
@@ -27,6 +27,7 @@ from stepline.storage import records
 DEFAULT_DATABASE_URL = "sqlite:///.stepline/dev.db"
 
 STREAM_POLL_S = 0.1
+"""How often an embedded task stream reads the change log (in process: cheaper than the server's)."""
 MAX_TASK_PAGE = 500
 T = TypeVar("T")
 
@@ -154,11 +155,6 @@ class _EngineLink:
     async def stream_task(self, task_id: str) -> AsyncIterator[dict[str, Any]]:
         task = await self._engine.require_task(task_id)
         yield tasks.task_body(task)
-        while not task.status.is_terminal:
-            await asyncio.sleep(STREAM_POLL_S)
-            current = await self._engine.get_task(task_id)
-            if current is None:
-                return
-            if current.version != task.version:
-                yield tasks.task_body(current)
-            task = current
+        async for change in task_stream.follow(self._engine.store, task, STREAM_POLL_S):
+            if change is not None:
+                yield tasks.task_body(change)

@@ -1,5 +1,7 @@
 """The sweeper: a task still ``pending`` at its deadline becomes ``failed`` with the reason.
 
+It also forgets old rows of ``task_changes`` (the per-change log task streams read).
+
 A task stays pending when its event triggered no function (no synced app serves it) or when
 its run never started (the app is unreachable or the queue is far behind). The sweeper fails
 such a task, cancels its queued run so it cannot start later, and refunds the quota when the
@@ -23,6 +25,10 @@ logger = logging.getLogger("stepline.engine")
 BATCH = 100
 MAX_IDLE_S = 5.0
 """Longest the sweeper sleeps: other servers may create tasks with earlier deadlines."""
+CHANGES_KEPT_MS = 5 * 60_000
+"""How long ``task_changes`` rows stay: streams read changes within a second of them; a stream
+further behind than this still gets the latest task, only the steps in between are gone."""
+PRUNE_EVERY_MS = 30_000
 
 
 class Sweeper:
@@ -37,9 +43,15 @@ class Sweeper:
         self._ingestor = ingestor
         self._clock = clock
         self._on_swept = on_swept
+        self._next_prune = 0
 
     async def sweep_due(self) -> int:
-        """Fail every pending task past its deadline; returns how many were failed."""
+        """Fail every pending task past its deadline; returns how many were failed. Every
+        ``PRUNE_EVERY_MS`` also forgets task changes older than ``CHANGES_KEPT_MS``."""
+        now = self._clock.now_ms()
+        if now >= self._next_prune:
+            await self._db.prune_task_changes(now - CHANGES_KEPT_MS)
+            self._next_prune = now + PRUNE_EVERY_MS
         swept = 0
         while True:
             done, more = await self._sweep_batch()

@@ -271,6 +271,32 @@ class TaskRecord:
     """Incremented by every change: what stream readers compare."""
 
 
+def task_from_change(snapshot: dict[str, JSON]) -> TaskRecord:
+    """A ``task_changes`` row's task (the JSON a trigger made of the task row, on either backend)."""
+    progress = snapshot.get("progress")
+    return TaskRecord(
+        id=str(snapshot["id"]),
+        kind=str(snapshot["kind"]),
+        owner=str(snapshot["owner"]),
+        status=TaskStatus(snapshot["status"]),
+        event_id=str(snapshot["event_id"]),
+        run_id=snapshot.get("run_id"),
+        progress=None if progress is None else float(progress),
+        message=snapshot.get("message"),
+        result=snapshot.get("result"),
+        error=snapshot.get("error"),
+        created_at=int(snapshot["created_at"]),
+        updated_at=int(snapshot["updated_at"]),
+        started_at=snapshot.get("started_at"),
+        ended_at=snapshot.get("ended_at"),
+        pending_deadline=int(snapshot["pending_deadline"]),
+        pending_timeout_ms=int(snapshot["pending_timeout_ms"]),
+        quota_feature=snapshot.get("quota_feature"),
+        refund_on_failure=bool(snapshot.get("refund_on_failure")),
+        version=int(snapshot["version"]),
+    )
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class QuotaRequest:
     """Consume one use of ``feature`` for ``owner``, at most ``limit`` uses per ``window_ms``."""

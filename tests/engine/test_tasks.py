@@ -22,7 +22,7 @@ import pytest
 import ulid
 
 import stepline
-from stepline.engine import ingest, registry, sweeper
+from stepline.engine import ingest, registry, sweeper, task_stream
 from stepline.storage import open_store, records
 from stepline.testing import FakeClock, TestEngine
 from tests.conftest import POSTGRES_ADMIN_URL, _with_database, drop_postgres_database, make_postgres_database
@@ -969,12 +969,15 @@ async def test_the_embedded_stream_yields_each_change_in_order_and_ends_at_the_t
         with pytest.raises(StopAsyncIteration):
             await next_task(frames)
 
-    assert seen[0].status == "pending"
-    assert (seen[1].status, seen[1].progress, seen[1].message) == ("running", 0.5, "half")
-    assert seen[-1].status == "complete"
+    # Every change, even those closer together than the stream's reads: started, then progress.
+    assert [(frame.status, frame.progress, frame.message) for frame in seen] == [
+        ("pending", None, None),
+        ("running", None, None),
+        ("running", 0.5, "half"),
+        ("complete", 1.0, "half"),  # completion fills the bar
+    ]
     assert seen[-1].result == "done"
-    versions = [frame.version for frame in seen]
-    assert versions == sorted(set(versions))
+    assert [frame.version for frame in seen] == [1, 2, 3, 4]
 
 
 async def test_cancelling_while_the_failure_handler_runs_ends_the_task_for_good(database_url: str) -> None:
@@ -1233,3 +1236,37 @@ async def test_enqueue_in_resumes_a_run_waiting_for_the_tasks_event(
     assert resumed is not None
     assert resumed.status is records.RunStatus.COMPLETED
     assert resumed.output == {"job": 3}
+
+
+# the change log streams read
+
+
+async def test_each_change_is_logged_then_forgotten_and_a_stream_behind_the_log_still_sees_the_end(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = stepline.Stepline(app_id="tasks-change-log")
+
+    @client.function(id="work", trigger=stepline.on_event("test/work"))
+    async def work(ctx: stepline.Context) -> str:
+        await ctx.task.progress(0.5, "half")
+        return "ok"
+
+    monkeypatch.setattr(task_stream, "RECHECK_S", 0.05)
+    async with TestEngine(client, [work], database_url=database_url) as engine:
+        task = await client.tasks.enqueue(kind="k", owner="u", event=event())
+        first = await engine.store.get_task(task.id)
+        assert first is not None
+        await engine.run_until_idle()
+        logged = await engine.store.task_changes(task.id, 0)
+        await engine.advance(timedelta(minutes=10))  # the sweeper forgets changes older than 5 minutes
+        kept = await engine.store.task_changes(task.id, 0)
+        followed = [change async for change in task_stream.follow(engine.store, first, 0.01) if change]
+
+    assert [(change.version, change.status.value, change.progress) for change in logged] == [
+        (2, "running", None),
+        (3, "running", 0.5),
+        (4, "complete", 1.0),
+    ]
+    assert logged[-1].result == "ok"
+    assert kept == []
+    assert [(change.version, change.status.value) for change in followed] == [(4, "complete")]

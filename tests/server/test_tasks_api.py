@@ -344,6 +344,40 @@ async def test_the_stream_delivers_every_change_in_order_and_closes_after_the_te
     assert versions == sorted(set(versions))
 
 
+async def test_changes_closer_together_than_the_streams_reads_each_get_their_frame(database_url: str) -> None:
+    """Ten progress reports and the completion land within one of the stream's reads: the
+    change log still gives each its own frame, in order."""
+    settings = settings_.ServerSettings(dev=True, database_url=database_url)
+    db = await open_store(database_url)
+    try:
+        with support.serve_on_port(settings) as base_url:
+            async with httpx.AsyncClient(base_url=base_url, timeout=STREAM_TIMEOUT_S) as http:
+                task_id = (await http.post("/v1/tasks", json=task_body())).json()["id"]
+                async with http.stream("GET", f"/v1/tasks/{task_id}/stream") as reply:
+                    frames = sse.read_frames(reply.aiter_lines())
+                    seen = [await next_frame(frames)]
+                    async with db.transaction() as tx:
+                        await tx.start_task(task_id, support.NOW_MS)
+                    for step in range(1, 11):
+                        assert await db.set_task_progress(task_id, step / 10, f"step {step}", support.NOW_MS)
+                    await change(db, task_id, status=records.TaskStatus.COMPLETE, result="ok", progress=1.0)
+                    seen.extend([frame async for frame in _until_closed(frames)])
+    finally:
+        await db.close()
+
+    assert [frame["version"] for frame in seen] == list(range(1, 14))
+    assert [frame["message"] for frame in seen[2:12]] == [f"step {step}" for step in range(1, 11)]
+    assert [frame["status"] for frame in seen] == ["pending"] + ["running"] * 11 + ["complete"]
+
+
+async def _until_closed(frames: AsyncIterator[tuple[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    while True:
+        try:
+            yield await next_frame(frames)
+        except StopAsyncIteration:
+            return
+
+
 async def test_the_stream_of_an_ended_task_sends_it_once_and_closes(server: support.Server) -> None:
     task_id = (await post_task(server, task_body())).json()["id"]
     await server.client.post(f"/v1/tasks/{task_id}/cancel")

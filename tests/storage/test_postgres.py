@@ -319,6 +319,7 @@ JSON_COLUMNS = {
     ("functions", "config"),
     ("tasks", "result"),
     ("tasks", "error"),
+    ("task_changes", "task"),
 }
 
 

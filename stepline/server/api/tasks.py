@@ -7,7 +7,6 @@ signing key, is required.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from stepline import errors
+from stepline.engine import task_stream
 from stepline.engine import tasks as tasks_
 from stepline.protocol import sse
 from stepline.sdk import events as events_
@@ -29,9 +29,6 @@ from stepline.storage import records
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
-STREAM_POLL_S = 0.2
-"""How often a stream re-reads its task. Reads hit one primary-key row; several servers may
-change the task, so the database, not process memory, is the source of changes."""
 KEEPALIVE_S = 15.0
 
 
@@ -155,23 +152,17 @@ async def report_progress(task_id: str, body: ProgressIn, server: ClientServer) 
 
 async def _frames(server: runtime_.ServerRuntime, task: records.TaskRecord, request: Request) -> AsyncIterator[bytes]:
     yield sse.frame("task", tasks_.task_body(task), task.version)
-    version = task.version
     quiet_since = time.monotonic()
-    while not task.status.is_terminal:
-        await asyncio.sleep(STREAM_POLL_S)
-        if await request.is_disconnected():
-            return
-        current = await server.store.get_task(task.id)
-        if current is None:
-            return
-        task = current
-        if task.version != version:
-            version = task.version
-            quiet_since = time.monotonic()
-            yield sse.frame("task", tasks_.task_body(task), task.version)
-        elif time.monotonic() - quiet_since > KEEPALIVE_S:
-            quiet_since = time.monotonic()
-            yield sse.KEEPALIVE
+    async for change in task_stream.follow(server.store, task):
+        if change is None:  # nothing new since the last read
+            if await request.is_disconnected():
+                return
+            if time.monotonic() - quiet_since > KEEPALIVE_S:
+                quiet_since = time.monotonic()
+                yield sse.KEEPALIVE
+            continue
+        quiet_since = time.monotonic()
+        yield sse.frame("task", tasks_.task_body(change), change.version)
 
 
 def _status(raw: str | None) -> records.TaskStatus | None:

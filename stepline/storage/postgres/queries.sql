@@ -645,3 +645,13 @@ VALUES (%(key)s, %(now)s + %(interval)s)
 ON CONFLICT (key) DO UPDATE
 SET tat = GREATEST(throttle_keys.tat, %(now)s) + %(interval)s
 RETURNING tat;
+
+-- name: select_task_changes
+-- The task as it was after each change newer than the version a stream last sent, oldest first.
+SELECT task FROM task_changes
+WHERE task_id = %(task_id)s AND version > %(after)s
+ORDER BY version
+LIMIT %(limit)s;
+
+-- name: delete_task_changes
+DELETE FROM task_changes WHERE changed_at < %(before)s;

@@ -330,6 +330,16 @@ class PostgresStore:
         row = await self._fetchone("next_pending_deadline", {})
         return None if row is None else cast("int | None", row["deadline"])
 
+    async def task_changes(self, task_id: str, after_version: int, limit: int = 100) -> list[records.TaskRecord]:
+        params = {"task_id": task_id, "after": after_version, "limit": limit}
+        return [records.task_from_change(row["task"]) for row in await self._fetchall("select_task_changes", params)]
+
+    async def prune_task_changes(self, before: int) -> int:
+        with pg_tx.translated("delete_task_changes", self._where):
+            async with self._connection() as conn:
+                cursor = await conn.execute(self._sql["delete_task_changes"], {"before": before})
+                return cursor.rowcount
+
     async def list_apps(self) -> list[records.AppRecord]:
         return [rows.app_record(row) for row in await self._fetchall("select_apps", {})]
 

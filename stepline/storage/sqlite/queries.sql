@@ -588,3 +588,13 @@ VALUES (:key, :now + :interval)
 ON CONFLICT (key) DO UPDATE
 SET tat = max(throttle_keys.tat, :now) + :interval
 RETURNING tat;
+
+-- name: select_task_changes
+-- The task as it was after each change newer than the version a stream last sent, oldest first.
+SELECT task FROM task_changes
+WHERE task_id = :task_id AND version > :after
+ORDER BY version
+LIMIT :limit;
+
+-- name: delete_task_changes
+DELETE FROM task_changes WHERE changed_at < :before;

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -492,6 +493,14 @@ class SQLiteStore:
     async def next_pending_deadline(self) -> int | None:
         row = self._reader.one("next_pending_deadline")
         return None if row is None or row[0] is None else int(row[0])
+
+    async def task_changes(self, task_id: str, after_version: int, limit: int = 100) -> list[records.TaskRecord]:
+        params = {"task_id": task_id, "after": after_version, "limit": limit}
+        return [records.task_from_change(json.loads(row[0])) for row in self._reader.all("select_task_changes", params)]
+
+    async def prune_task_changes(self, before: int) -> int:
+        async with self._write() as db:
+            return db.count("delete_task_changes", {"before": before})
 
     async def list_apps(self) -> list[records.AppRecord]:
         return [rows.app_record(row) for row in self._reader.all("select_apps")]
