@@ -30,14 +30,16 @@ def create_app(server_settings: settings.ServerSettings) -> FastAPI:
     app = FastAPI(title="Stepline", version=VERSION, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.runtime = server
     errors.install(app)
+    # Routes are matched in order, one pattern at a time: the routes on a request's path (ingest,
+    # tasks) come first, which spares each of their requests the patterns of the rest.
     routers = (
-        health.router,
         events.router,
+        tasks.router,
+        health.router,
         sync.router,
         runs.router,
         registry.router,
         events_read.router,
-        tasks.router,
     )
     for router in routers:
         app.include_router(router)
