@@ -90,9 +90,21 @@ async def _enqueue(
         return await engine_tasks.enqueue(tx, await _ingestor(tx), request, now)
 
 
+_INGESTORS: dict[str, tuple[tuple[int, int, int], ingest.Ingestor]] = {}
+"""Per database (``host:port/dbname``): the synced functions as last read, with the fingerprint
+of the ``functions`` table they were read at. A call reads the fingerprint (one small aggregate)
+and re-reads and re-parses every function's configuration only when it changed."""
+
+
 async def _ingestor(tx: pg_tx.PostgresTransaction) -> ingest.Ingestor:
-    """What the synced functions would start, read in the application's transaction."""
-    return ingest.Ingestor(registry.Registry(_specs(await pg_tx.functions_in(tx))))
+    """What the synced functions would start, as seen in the application's transaction."""
+    fingerprint = await pg_tx.functions_fingerprint(tx)
+    cached = _INGESTORS.get(tx.where)
+    if cached is None or cached[0] != fingerprint:
+        # Read after the fingerprint: never older than it, so a later change still shows.
+        cached = (fingerprint, ingest.Ingestor(registry.Registry(_specs(await pg_tx.functions_in(tx)))))
+        _INGESTORS[tx.where] = cached
+    return cached[1]
 
 
 def _specs(functions: list[Any]) -> list[registry.FunctionSpec]:

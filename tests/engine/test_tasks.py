@@ -1270,3 +1270,33 @@ async def test_each_change_is_logged_then_forgotten_and_a_stream_behind_the_log_
     assert logged[-1].result == "ok"
     assert kept == []
     assert [(change.version, change.status.value) for change in followed] == [(4, "complete")]
+
+
+async def test_enqueue_in_sees_a_function_synced_after_its_previous_call(
+    postgres_url: str, app_conn: psycopg.AsyncConnection[Any]
+) -> None:
+    """``enqueue_in`` keeps the parsed functions between calls; a sync changes the functions
+    table's fingerprint, and the next call reads them again."""
+    client = stepline.Stepline(app_id="tasks-in-resync")
+
+    @client.function(id="alpha", trigger=stepline.on_event("test/work"))
+    async def alpha(ctx: stepline.Context) -> str:
+        return "alpha"
+
+    @client.function(id="beta", trigger=stepline.on_event("test/work"))
+    async def beta(ctx: stepline.Context) -> str:
+        return "beta"
+
+    async with TestEngine(client, [alpha], database_url=postgres_url) as engine:
+        async with app_conn.transaction():
+            before = await stepline.tasks.enqueue_in(app_conn, kind="t", owner="alice", event=event())
+        runs_before = len(await engine.store.list_runs(limit=10))
+    async with TestEngine(client, [alpha, beta], database_url=postgres_url) as engine:  # syncs beta
+        async with app_conn.transaction():
+            after = await stepline.tasks.enqueue_in(app_conn, kind="t", owner="alice", event=event())
+        runs = await engine.store.list_runs(limit=10)
+
+    assert before.id != after.id
+    assert runs_before == 1
+    started_by_after = sorted(run.function_id for run in runs if run.events[0]["id"] == after.id)
+    assert started_by_after == ["tasks-in-resync-alpha", "tasks-in-resync-beta"]

@@ -410,6 +410,23 @@ async def borrowed_transaction(conn: psycopg.AsyncConnection[Any]) -> AsyncItera
                 await conn.execute(NOTIFY)
 
 
+FUNCTIONS_FINGERPRINT: LiteralString = """
+SELECT count(*) AS functions, coalesce(max(updated_at), 0) AS latest, coalesce(sum(version), 0) AS versions
+FROM functions
+"""
+"""Changes whenever a function is synced, changed or removed: a sync stamps ``updated_at``, a
+changed configuration bumps ``version``, a removal lowers the count."""
+
+
+async def functions_fingerprint(tx: PostgresTransaction) -> tuple[int, int, int]:
+    """What ``functions_in`` would read, in three numbers (see ``FUNCTIONS_FINGERPRINT``)."""
+    with translated("functions_fingerprint", tx.where):
+        cursor = await tx._conn.cursor(row_factory=dict_row).execute(FUNCTIONS_FINGERPRINT)
+        row = await cursor.fetchone()
+    assert row is not None  # an aggregate returns one row
+    return int(row["functions"]), int(row["latest"]), int(row["versions"])
+
+
 async def functions_in(tx: PostgresTransaction) -> list[records.FunctionRecord]:
     """Every synced function, read inside ``tx`` (``borrowed_transaction`` has no store to ask)."""
     return [rows.function_record(row) for row in await tx._fetchall("select_functions", {})]
