@@ -271,8 +271,9 @@ class TaskRecord:
     """Incremented by every change: what stream readers compare."""
 
 
-def task_from_change(snapshot: dict[str, JSON]) -> TaskRecord:
-    """A ``task_changes`` row's task (the JSON a trigger made of the task row, on either backend)."""
+def task_from_json(snapshot: dict[str, JSON]) -> TaskRecord:
+    """A task row as JSON, on either backend: a ``task_changes`` snapshot (made by the trigger)
+    or the existing task ``stepline_create_task`` returns (PostgreSQL's ``to_jsonb`` of the row)."""
     progress = snapshot.get("progress")
     return TaskRecord(
         id=str(snapshot["id"]),

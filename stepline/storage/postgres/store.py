@@ -332,7 +332,7 @@ class PostgresStore:
 
     async def task_changes(self, task_id: str, after_version: int, limit: int = 100) -> list[records.TaskRecord]:
         params = {"task_id": task_id, "after": after_version, "limit": limit}
-        return [records.task_from_change(row["task"]) for row in await self._fetchall("select_task_changes", params)]
+        return [records.task_from_json(row["task"]) for row in await self._fetchall("select_task_changes", params)]
 
     async def prune_task_changes(self, before: int) -> int:
         with pg_tx.translated("delete_task_changes", self._where):

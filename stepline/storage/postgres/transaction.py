@@ -376,7 +376,7 @@ async def create_task(
     assert row is not None  # a function call returns one row
     outcome: dict[str, Any] = row["outcome"]
     if "existing" in outcome:
-        return records.TaskPlanOutcome(existing=rows.task_record(outcome["existing"]))
+        return records.TaskPlanOutcome(existing=records.task_from_json(outcome["existing"]))
     if "quota_wait_ms" in outcome:
         return records.TaskPlanOutcome(quota_wait_ms=int(outcome["quota_wait_ms"]))
     if "listeners" in outcome:

@@ -496,7 +496,7 @@ class SQLiteStore:
 
     async def task_changes(self, task_id: str, after_version: int, limit: int = 100) -> list[records.TaskRecord]:
         params = {"task_id": task_id, "after": after_version, "limit": limit}
-        return [records.task_from_change(json.loads(row[0])) for row in self._reader.all("select_task_changes", params)]
+        return [records.task_from_json(json.loads(row[0])) for row in self._reader.all("select_task_changes", params)]
 
     async def prune_task_changes(self, before: int) -> int:
         async with self._write() as db:
