@@ -3,7 +3,8 @@
 Two connections to one file: a writer, used under an ``asyncio.Lock`` with ``BEGIN IMMEDIATE``
 so that one write transaction runs at a time, and a reader in autocommit mode whose every
 statement sees the last committed state (a WAL snapshot). Statements run on the event-loop
-thread: SQLite answers in microseconds, cheaper than a hop to a worker thread.
+thread: SQLite answers in microseconds, cheaper than a hop to a worker thread. The WAL is
+checkpointed by a thread of its own (``checkpoint``), never by a commit on the loop.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, LiteralString
 
 from stepline import errors
 from stepline.storage import migrate, pages, queries, records, slots, task_plan
-from stepline.storage.sqlite import rows
+from stepline.storage.sqlite import checkpoint, rows
 
 _MIN_VERSION = (3, 35, 0)
 """``RETURNING`` (used to claim) arrived in SQLite 3.35."""
@@ -30,6 +31,7 @@ _PRAGMAS: tuple[LiteralString, ...] = (
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=5000",
+    "PRAGMA wal_autocheckpoint=0",  # checkpoint.Checkpointer does it, off the event loop
 )
 
 _CREATE_MIGRATIONS: LiteralString = (
@@ -341,6 +343,7 @@ class SQLiteStore:
         self._reader = reader
         self._lock = asyncio.Lock()
         self._work = asyncio.Event()
+        self._checkpointer = checkpoint.Checkpointer(path, self._lock)
 
     @classmethod
     async def open(cls, path: Path, migrate: bool = True) -> SQLiteStore:
@@ -352,16 +355,22 @@ class SQLiteStore:
             )
         named = queries.load_queries("sqlite")
         writer = _connect(path, named)
+        reader: _Db | None = None
         try:
             if migrate:
                 _migrate(writer, path)
             reader = _connect(path, named)
+            opened = cls(path, writer, reader)
+            opened._checkpointer.start()
         except BaseException:
+            if reader is not None:
+                reader.conn.close()
             writer.conn.close()
             raise
-        return cls(path, writer, reader)
+        return opened
 
     async def close(self) -> None:
+        await self._checkpointer.close()
         self._reader.conn.close()
         self._writer.conn.close()
 
@@ -380,6 +389,7 @@ class SQLiteStore:
                 self._writer.rollback()
                 raise
             self._writer.commit()
+        self._checkpointer.written()
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[SQLiteTransaction]:
