@@ -456,32 +456,35 @@ class RawClient:
         self._port = parts.port or 80
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
-    async def request(self, method: str, path: str, body: bytes | None = None) -> RawReply:
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> RawReply:
         try:
-            return await asyncio.wait_for(self._exchange(method, path, body), REQUEST_TIMEOUT_S)
+            return await asyncio.wait_for(self._exchange(method, path, body, headers or {}), REQUEST_TIMEOUT_S)
         except BaseException:
             self._drop()  # the connection may be mid-answer: never reuse it
             raise
 
-    async def _exchange(self, method: str, path: str, body: bytes | None) -> RawReply:
+    async def _exchange(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> RawReply:
         if self._streams is None:
             self._streams = await asyncio.open_connection(self._host, self._port)
         reader, writer = self._streams
         head = f"{method} {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         if body is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         writer.write(head.encode("ascii") + b"\r\n" + (body or b""))
         status_line, _, header_block = (await reader.readuntil(b"\r\n\r\n")).partition(b"\r\n")
-        headers: dict[bytes, bytes] = {}
+        answered: dict[bytes, bytes] = {}
         for line in header_block.split(b"\r\n"):
             name, colon, value = line.partition(b":")
             if colon:
-                headers[name.strip().lower()] = value.strip()
-        if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+                answered[name.strip().lower()] = value.strip()
+        if answered.get(b"transfer-encoding", b"").lower() == b"chunked":
             content = await self._read_chunked(reader)
         else:
-            content = await reader.readexactly(int(headers.get(b"content-length", b"0")))
-        if headers.get(b"connection", b"").lower() == b"close":
+            content = await reader.readexactly(int(answered.get(b"content-length", b"0")))
+        if answered.get(b"connection", b"").lower() == b"close":
             self._drop()
         return RawReply(int(status_line.split()[1]), content)
 

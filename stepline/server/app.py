@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from stepline.engine import observe
-from stepline.server import dashboard, errors, metrics, runtime, settings
+from stepline.server import dashboard, errors, lane, metrics, runtime, settings
 from stepline.server.api import events, events_read, health, registry, runs, sync, tasks
 
 VERSION = "0.1.0"
@@ -30,10 +30,11 @@ def create_app(server_settings: settings.ServerSettings) -> FastAPI:
     app = FastAPI(title="Stepline", version=VERSION, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.runtime = server
     errors.install(app)
-    # Routes are matched in order, one pattern at a time: the routes on a request's path (ingest,
-    # tasks) come first, which spares each of their requests the patterns of the rest.
+    # Added before the dashboard's V1Guard, so that the guard runs first.
+    lane_routes = (*tasks.LANE, *events.LANE)
+    app.add_middleware(lane.Lane, runtime=server, routes=lane_routes)
+    app.openapi = lane.openapi(app, lane_routes)  # type: ignore[method-assign]
     routers = (
-        events.router,
         tasks.router,
         health.router,
         sync.router,

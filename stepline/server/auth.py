@@ -58,17 +58,24 @@ def check_event_key(runtime: runtime_.ServerRuntime, key: str) -> None:
 
 
 async def require_client_key(request: Request) -> runtime_.ServerRuntime:
-    """A dependency: an event key (or the signing key, or the dashboard token) as bearer token,
-    unless the server is a dev server without keys listening on this machine only."""
+    """A dependency: the credential ``check_client_key`` asks for."""
     runtime = runtime_of(request)
+    check_client_key(runtime, request.headers.get("authorization", ""))
+    return runtime
+
+
+def check_client_key(runtime: runtime_.ServerRuntime, authorization: str) -> None:
+    """An event key (or the signing key, or the dashboard token) as bearer token in
+    ``authorization``, unless the server is a dev server without keys listening on this machine
+    only; ``ApiError`` 401 otherwise."""
     settings = runtime.settings
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    scheme, _, token = authorization.partition(" ")
     bearer = token.strip() if scheme.lower() == "bearer" else ""
     if dashboard_token_matches(settings.dashboard_token, bearer):
-        return runtime
+        return
     if settings.dev and not settings.event_keys and not settings.signing_key:
         if settings.is_local_only:
-            return runtime
+            return
         raise ApiError(
             401,
             f"this dev server listens on {settings.host}, beyond this machine, and has no keys: send "
@@ -81,7 +88,6 @@ async def require_client_key(request: Request) -> runtime_.ServerRuntime:
             "missing or wrong bearer token: send 'Authorization: Bearer <event key>' (or the signing key)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return runtime
 
 
 ApiServer = Annotated[runtime_.ServerRuntime, Depends(require_api_key)]

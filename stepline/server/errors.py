@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,46 +40,60 @@ _STATUS_BY_ERROR: tuple[tuple[type[errors.SteplineError], int], ...] = (
 )
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+@dataclasses.dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    """What an error answers: its status, JSON body and extra headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body, status_code=self.status, headers=self.headers or None)
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.headers)
+def _plain(status: int, message: str, headers: dict[str, str] | None = None) -> ErrorAnswer:
+    return ErrorAnswer(status, {"error": message, "status": status}, headers or {})
 
-    @app.exception_handler(errors.QuotaExceeded)
-    async def quota_exceeded(_: Request, exc: errors.QuotaExceeded) -> JSONResponse:
-        retry_after = str(max(1, math.ceil(exc.retry_after)))
+
+def answer_for(exc: Exception) -> ErrorAnswer:
+    """The answer to an error raised while serving a request, wherever it was served (the FastAPI
+    routes and ``lane``): the one place a server error becomes HTTP."""
+    if isinstance(exc, ApiError):
+        return _plain(exc.status, exc.message, exc.headers)
+    if isinstance(exc, errors.QuotaExceeded):
+        retry_after = max(1, math.ceil(exc.retry_after))
         body = {"error": str(exc), "status": 429, "feature": exc.feature, "limit": exc.limit}
-        return JSONResponse(
-            body | {"retry_after": int(retry_after)}, status_code=429, headers={"Retry-After": retry_after}
-        )
-
-    @app.exception_handler(errors.SteplineError)
-    async def stepline_error(_: Request, exc: errors.SteplineError) -> JSONResponse:
+        return ErrorAnswer(429, body | {"retry_after": retry_after}, {"Retry-After": str(retry_after)})
+    if isinstance(exc, errors.SteplineError):
         for kind, status in _STATUS_BY_ERROR:
             if isinstance(exc, kind):
                 if status == 503:
                     logger.warning("database unavailable: %s", exc)
-                    return error_response(503, f"the database is unavailable, try again: {exc}")
-                return error_response(status, str(exc))
+                    return _plain(503, f"the database is unavailable, try again: {exc}")
+                return _plain(status, str(exc))
         logger.exception("unexpected Stepline error", exc_info=exc)
-        return error_response(500, str(exc))
+        return _plain(500, str(exc))
+    if isinstance(exc, RequestValidationError):
+        return _plain(422, f"invalid request: {describe_problems(exc.errors(), prefix=())}")
+    if isinstance(exc, StarletteHTTPException):
+        return _plain(exc.status_code, str(exc.detail))
+    logger.exception("unhandled error while serving a request", exc_info=exc)
+    return _plain(500, "internal error; the server log has the details")
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}" for problem in exc.errors()
-        )
-        return error_response(422, f"invalid request: {problems}")
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail))
+def describe_problems(problems: Sequence[Any], prefix: tuple[str, ...]) -> str:
+    """pydantic's validation problems as ``field.path: what is wrong; ...``."""
+    return "; ".join(
+        f"{'.'.join((*prefix, *(str(part) for part in problem['loc'])))}: {problem['msg']}" for problem in problems
+    )
 
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error while serving a request", exc_info=exc)
-        return error_response(500, "internal error; the server log has the details")
+
+def install(app: FastAPI) -> None:
+    async def answer(_: Request, exc: Exception) -> JSONResponse:
+        return answer_for(exc).response()
+
+    for kind in (ApiError, errors.QuotaExceeded, errors.SteplineError, RequestValidationError):
+        app.add_exception_handler(kind, answer)
+    app.add_exception_handler(StarletteHTTPException, answer)
+    app.add_exception_handler(Exception, answer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import ipaddress
 import os
@@ -13,6 +14,15 @@ from stepline.protocol import signing
 DEFAULT_PORT = 8288
 DEFAULT_DEV_DATABASE_URL = "sqlite:///.stepline/dev.db"
 MIN_DASHBOARD_TOKEN = 16
+
+
+@functools.lru_cache(maxsize=16)
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (asked on every request to ``/v1``: parsed once)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def env_list(name: str) -> list[str]:
@@ -89,10 +99,7 @@ class ServerSettings:
 
     @property
     def is_local_only(self) -> bool:
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return self.host == "localhost"
+        return _is_loopback(self.host)
 
     @property
     def dashboard_refused(self) -> bool:

@@ -7,16 +7,12 @@ import json
 from typing import Any
 
 import ulid
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from stepline import errors
 from stepline.protocol import jsonvalue
 from stepline.sdk import events as events_
-from stepline.server import auth
+from stepline.server import auth, lane
 from stepline.server.errors import ApiError
-
-router = APIRouter()
 
 MAX_EVENT_BYTES = 512 * 1024
 MAX_BATCH = 5000
@@ -89,18 +85,12 @@ def _optional_fields(raw: dict[str, Any], where: str) -> dict[str, Any]:
     return fields
 
 
-@router.post("/e/{event_key}")
-async def ingest(event_key: str, request: Request) -> JSONResponse:
-    runtime = auth.runtime_of(request)
-    auth.check_event_key(runtime, event_key)
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise ApiError(413, f"request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise ApiError(413, f"request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
+async def ingest(request: lane.Request) -> lane.Reply:
+    """Accept one event or a list; each is stored with the runs it starts, all in one transaction."""
+    runtime = request.runtime
+    auth.check_event_key(runtime, request.params["event_key"])
     try:
-        parsed = json.loads(body)
+        parsed = json.loads(request.body)
     except ValueError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from None
     batch = parsed if isinstance(parsed, list) else [parsed]
@@ -109,9 +99,29 @@ async def ingest(event_key: str, request: Request) -> JSONResponse:
     if len(batch) > MAX_BATCH:
         raise ApiError(413, f"{len(batch)} events in one request; the limit is {MAX_BATCH}")
     events = [validate_event(raw, index) for index, raw in enumerate(batch)]
-    derived = derive_ids(request.headers.get(SEED_HEADER), len(events))
+    derived = derive_ids(request.header(SEED_HEADER), len(events))
     if derived is not None:
         for event, event_id in zip(events, derived, strict=True):
             event.setdefault("id", event_id)
     result = await runtime.send_wire(events)
-    return JSONResponse({"ids": result.event_ids, "status": 200, "run_ids": result.run_ids})
+    return lane.Reply(200, {"ids": result.event_ids, "status": 200, "run_ids": result.run_ids})
+
+
+LANE = (
+    lane.Route(
+        "POST",
+        "/e/{event_key}",
+        ingest,
+        "Send events",
+        {
+            200: "The events' ids and the ids of the runs they started.",
+            400: "An event is not valid: the error says which and why.",
+            401: "Event key not found.",
+            413: "Too many events, or an event or the body too large.",
+            503: "The database is unavailable: nothing was stored.",
+        },
+        max_body=MAX_BODY_BYTES,
+        tag="events",
+    ),
+)
+"""The routes of this module served by the lane."""

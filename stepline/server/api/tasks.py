@@ -2,17 +2,18 @@
 
 Apps in any language use these routes. They are authenticated like the event API: in
 production (or when the server has keys) ``Authorization: Bearer <event key>``, or the
-signing key, is required.
+signing key, is required. Enqueue, read and progress are on the request path of an app's
+users and are served by the ``lane`` (``LANE``); the others are FastAPI routes.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from stepline import errors
@@ -20,7 +21,7 @@ from stepline.engine import task_stream
 from stepline.engine import tasks as tasks_
 from stepline.protocol import sse
 from stepline.sdk import events as events_
-from stepline.server import auth
+from stepline.server import auth, lane
 from stepline.server import runtime as runtime_
 from stepline.server.api import events as events_api
 from stepline.server.api import runs as runs_api
@@ -97,34 +98,93 @@ def task_request(body: TaskIn) -> tasks_.TaskRequest:
         raise ApiError(422, f"invalid request: {exc}") from None
 
 
-@router.post("", status_code=202, summary="Enqueue a task")
-async def enqueue(body: TaskIn, server: ClientServer) -> JSONResponse:
+async def enqueue(request: lane.Request) -> lane.Reply:
     """Create the task (pending), its event and the runs it starts, in one transaction.
     429 with `Retry-After` when the owner's quota is used up (nothing is written)."""
-    enqueued = await server.enqueue_task(task_request(body))
-    return JSONResponse(tasks_.task_body(enqueued.task), status_code=202)
+    auth.check_client_key(request.runtime, request.header("authorization"))
+    enqueued = await request.runtime.enqueue_task(task_request(request.parse(TaskIn)))
+    return lane.Reply(202, tasks_.task_body(enqueued.task))
 
 
-@router.get("", summary="List tasks")
-async def list_tasks(
-    server: ClientServer,
-    owner: Annotated[str | None, Query(description="Only this owner's tasks.")] = None,
-    status: Annotated[str | None, Query(description="pending, running, complete, failed or cancelled.")] = None,
-    cursor: Annotated[str | None, Query(description="The `cursor` of the previous page.")] = None,
-    limit: Annotated[str | None, Query(description="Tasks per page, from 1 to 500; default 50.")] = None,
-) -> dict[str, Any]:
-    return await tasks_.page_body(
-        server.store,
-        owner=owner or None,
-        status=_status(status),
-        cursor=runs_api.parse_cursor(cursor),
-        limit=runs_api.parse_limit(limit),
+async def list_tasks(request: lane.Request) -> lane.Reply:
+    """One page of tasks, newest first; pass the answer's `cursor` for the next page."""
+    auth.check_client_key(request.runtime, request.header("authorization"))
+    query = request.query
+    page = await tasks_.page_body(
+        request.runtime.store,
+        owner=query.get("owner") or None,
+        status=_status(query.get("status")),
+        cursor=runs_api.parse_cursor(query.get("cursor")),
+        limit=runs_api.parse_limit(query.get("limit")),
     )
+    return lane.Reply(200, page)
 
 
-@router.get("/{task_id}", summary="Get a task")
-async def get_task(task_id: str, server: ClientServer) -> dict[str, Any]:
-    return tasks_.task_body(await server.require_task(task_id))
+async def get_task(request: lane.Request) -> lane.Reply:
+    """The task now: status, progress and message, result or error, timestamps."""
+    auth.check_client_key(request.runtime, request.header("authorization"))
+    return lane.Reply(200, tasks_.task_body(await request.runtime.require_task(request.params["task_id"])))
+
+
+async def report_progress(request: lane.Request) -> lane.Reply:
+    """What functions call (`ctx.task.progress`). `recorded` is false when the task has ended or
+    already reported more progress: progress only moves forward."""
+    auth.check_client_key(request.runtime, request.header("authorization"))
+    body = request.parse(ProgressIn)
+    task_id = request.params["task_id"]
+    recorded = await request.runtime.report_task_progress(task_id, body.progress, body.message)
+    return lane.Reply(200, {"id": task_id, "recorded": recorded})
+
+
+_ANSWERS = {401: "No or a wrong event key.", 503: "The database is unavailable: nothing was written."}
+LANE = (
+    lane.Route(
+        "POST",
+        "/v1/tasks",
+        enqueue,
+        "Enqueue a task",
+        {
+            202: "The task, pending.",
+            422: "The body is not a task: the error names the field.",
+            429: "The owner's quota is used up (`Retry-After`); nothing was written.",
+            **_ANSWERS,
+        },
+        body=TaskIn,
+        tag="tasks",
+    ),
+    lane.Route(
+        "GET",
+        "/v1/tasks",
+        list_tasks,
+        "List tasks",
+        {200: "A page of tasks.", 400: "A bad status, cursor or limit.", **_ANSWERS},
+        query={
+            "owner": "Only this owner's tasks.",
+            "status": "pending, running, complete, failed or cancelled.",
+            "cursor": "The `cursor` of the previous page.",
+            "limit": "Tasks per page, from 1 to 500; default 50.",
+        },
+        tag="tasks",
+    ),
+    lane.Route(
+        "GET",
+        "/v1/tasks/{task_id}",
+        get_task,
+        "Get a task",
+        {200: "The task.", 404: "No such task.", **_ANSWERS},
+        tag="tasks",
+    ),
+    lane.Route(
+        "POST",
+        "/v1/tasks/{task_id}/progress",
+        report_progress,
+        "Report a task's progress",
+        {200: "Whether it was recorded.", 404: "No such task.", 422: "Not a progress report.", **_ANSWERS},
+        body=ProgressIn,
+        tag="tasks",
+    ),
+)
+"""The routes of this module served by the lane."""
 
 
 @router.get("/{task_id}/stream", summary="Stream a task's changes (server-sent events)")
@@ -140,14 +200,6 @@ async def cancel_task(task_id: str, server: ClientServer) -> dict[str, Any]:
     """Cancels the task's run (it stops before its next step); a task that already ended is
     returned unchanged."""
     return tasks_.task_body(await server.cancel_task(task_id))
-
-
-@router.post("/{task_id}/progress", summary="Report a task's progress")
-async def report_progress(task_id: str, body: ProgressIn, server: ClientServer) -> dict[str, Any]:
-    """What functions call (`ctx.task.progress`). `recorded` is false when the task has ended or
-    already reported more progress: progress only moves forward."""
-    recorded = await server.report_task_progress(task_id, body.progress, body.message)
-    return {"id": task_id, "recorded": recorded}
 
 
 async def _frames(server: runtime_.ServerRuntime, task: records.TaskRecord, request: Request) -> AsyncIterator[bytes]:

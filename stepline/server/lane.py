@@ -1,0 +1,236 @@
+"""The request path's routes, served without FastAPI's layers.
+
+A few routes are called while somebody waits on them: an application's route enqueueing a task
+or sending an event before it answers its own user, a client polling a task, a function
+reporting progress between steps. On these, FastAPI's machinery (routing over every route,
+dependency solving, validating the body after ``json.loads``, four more middlewares) cost about
+as much CPU as the enqueue itself, and on a small machine whose caches go cold between requests
+every instruction counts twice. So ``Lane`` sits in front of the FastAPI routes (inside
+``V1Guard`` and Starlette's error middleware) and serves these routes directly: one match on the
+method and the path's segments, the body read and validated in one pydantic call, errors turned
+into answers by ``errors.answer_for`` like everywhere else, and one JSON answer. Everything
+else goes on to FastAPI. The lane's routes are still in the OpenAPI document (``openapi``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import pydantic
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stepline.server import errors as errors_
+from stepline.server import runtime as runtime_
+
+Model = TypeVar("Model", bound=pydantic.BaseModel)
+
+DEFAULT_MAX_BODY = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Request:
+    runtime: runtime_.ServerRuntime
+    params: Mapping[str, str]
+    """The path's ``{name}`` segments."""
+    query: Mapping[str, str]
+    """The query string's parameters (the first value of each)."""
+    headers: Mapping[str, str]
+    """Lower-case names."""
+    body: bytes
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name, "")
+
+    def parse(self, model: type[Model]) -> Model:
+        """The body as ``model``; ``ApiError`` 422 naming each field that is wrong."""
+        try:
+            return model.model_validate_json(self.body)
+        except pydantic.ValidationError as exc:
+            problems = errors_.describe_problems(exc.errors(include_url=False), prefix=("body",))
+            raise errors_.ApiError(422, f"invalid request: {problems}") from None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: Any
+    """JSON."""
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+Handler = Callable[[Request], Awaitable[Reply]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    """Segments, some ``{name}``: ``/v1/tasks/{task_id}/progress``."""
+    handler: Handler
+    summary: str
+    responses: Mapping[int, str]
+    """The answers, for the OpenAPI document."""
+    body: type[pydantic.BaseModel] | None = None
+    """The request body's model, for the OpenAPI document (handlers parse it themselves)."""
+    query: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Query parameters and what each means, for the OpenAPI document."""
+    max_body: int = DEFAULT_MAX_BODY
+    """Bytes; a longer body is refused with 413 before it is read whole."""
+    tag: str = ""
+    segments: tuple[str, ...] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "segments", tuple(self.path.strip("/").split("/")))
+
+    def match(self, segments: Sequence[str]) -> dict[str, str] | None:
+        """The path parameters if ``segments`` is this route's path, else None."""
+        params: dict[str, str] = {}
+        for pattern, segment in zip(self.segments, segments, strict=True):
+            if pattern.startswith("{"):
+                if not segment:
+                    return None
+                params[pattern[1:-1]] = segment
+            elif pattern != segment:
+                return None
+        return params
+
+
+class Lane:
+    """ASGI middleware serving ``routes`` and passing every other request on to ``app``.
+
+    The lane owns its routes' paths: a request for one of them with another method is answered
+    405, as FastAPI answers for its own routes (no FastAPI route shares a lane route's path).
+    """
+
+    def __init__(self, app: ASGIApp, runtime: runtime_.ServerRuntime, routes: Sequence[Route]) -> None:
+        self.app = app
+        self.runtime = runtime
+        self._routes: dict[int, list[Route]] = {}
+        for route in routes:
+            self._routes.setdefault(len(route.segments), []).append(route)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            root: str = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            if path.startswith("/") and not path.endswith("/"):
+                segments = path[1:].split("/")
+                method = "GET" if scope["method"] == "HEAD" else scope["method"]  # uvicorn drops HEAD bodies
+                allowed: list[str] = []
+                for route in self._routes.get(len(segments), ()):
+                    params = route.match(segments)
+                    if params is None:
+                        continue
+                    if route.method == method:
+                        await self._serve(route, params, scope, receive, send)
+                        return
+                    allowed.append(route.method)
+                if allowed:
+                    await _answer(
+                        send, Reply(405, {"error": "Method Not Allowed", "status": 405}, {"Allow": ", ".join(allowed)})
+                    )
+                    return
+        await self.app(scope, receive, send)
+
+    async def _serve(self, route: Route, params: dict[str, str], scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        query = {
+            name: values[0] for name, values in urllib.parse.parse_qs(scope["query_string"].decode("latin-1")).items()
+        }
+        try:
+            body = await _read_body(receive, headers.get("content-length", ""), route.max_body)
+            if body is None:
+                return  # the client went away
+            reply = await route.handler(Request(self.runtime, params, query, headers, body))
+        except Exception as exc:
+            answer = errors_.answer_for(exc)
+            reply = Reply(answer.status, answer.body, answer.headers)
+        await _answer(send, reply)
+
+
+async def _read_body(receive: Receive, declared: str, limit: int) -> bytes | None:
+    too_large = errors_.ApiError(413, f"request body is larger than {_size(limit)}")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _size(limit: int) -> str:
+    return f"{limit // (1024 * 1024)} MiB" if limit >= 1024 * 1024 else f"{limit // 1024} KiB"
+
+
+async def _answer(send: Send, reply: Reply) -> None:
+    # As Starlette's JSONResponse encodes it: compact, UTF-8, no NaN.
+    content = json.dumps(reply.body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+    headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers.items()]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
+
+
+def openapi(app: FastAPI, routes: Sequence[Route]) -> Callable[[], dict[str, Any]]:
+    """``app.openapi``: FastAPI's document of its own routes, with the lane's routes added."""
+
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            found = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            for route in routes:
+                found.setdefault("paths", {}).setdefault(route.path, {})[route.method.lower()] = _operation(
+                    route, found.setdefault("components", {}).setdefault("schemas", {})
+                )
+            app.openapi_schema = found
+        return app.openapi_schema
+
+    return document
+
+
+def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": route.summary,
+        "operationId": f"{route.handler.__name__}_{route.method.lower()}",
+        "responses": {str(code): {"description": text} for code, text in route.responses.items()},
+    }
+    if route.handler.__doc__:
+        operation["description"] = " ".join(route.handler.__doc__.split())
+    if route.tag:
+        operation["tags"] = [route.tag]
+    parameters = [
+        {"name": segment[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
+        for segment in route.segments
+        if segment.startswith("{")
+    ]
+    parameters += [
+        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": text}
+        for name, text in route.query.items()
+    ]
+    if parameters:
+        operation["parameters"] = parameters
+    if route.body is not None:
+        schema = route.body.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[route.body.__name__] = schema
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}}},
+        }
+    return operation

@@ -1,0 +1,111 @@
+"""The lane (``stepline.server.lane``): the request path's routes, served before FastAPI.
+
+What callers see must not depend on which layer serves a route: methods, sizes, errors,
+credentials and the OpenAPI document. On SQLite and PostgreSQL (the ``server`` fixture).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stepline.server import settings as settings_
+from tests.engine.task_support import written
+from tests.server import support
+from tests.server.test_tasks_api import post_task, task_body
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/e/some-key", "POST"),
+        ("PUT", "/v1/tasks", "POST, GET"),
+        ("DELETE", "/v1/tasks/01J0000000000000000000000A", "GET"),
+        ("GET", "/v1/tasks/01J0000000000000000000000A/progress", "POST"),
+    ],
+)
+async def test_another_method_on_a_lane_path_is_405_naming_the_allowed_ones(
+    server: support.Server, method: str, path: str, allowed: str
+) -> None:
+    reply = await server.client.request(method, path)
+
+    assert reply.status_code == 405, reply.text
+    assert reply.json() == {"error": "Method Not Allowed", "status": 405}
+    assert reply.headers["allow"] == allowed
+
+
+async def test_a_body_over_the_limit_is_413_and_writes_nothing(server: support.Server) -> None:
+    big = task_body()
+    big["event"]["data"] = {"text": "x" * (1024 * 1024)}
+
+    reply = await post_task(server, big)
+
+    assert reply.status_code == 413, reply.text
+    assert reply.json() == {"error": "request body is larger than 1 MiB", "status": 413}
+    assert await written(server.runtime.store) == (0, 0, 0)
+
+
+async def test_a_body_that_is_not_json_is_422(server: support.Server) -> None:
+    reply = await server.client.post("/v1/tasks", content=b"{not json", headers={"content-type": "application/json"})
+
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["error"].startswith("invalid request: body: Invalid JSON")
+
+
+async def test_head_of_a_task_answers_as_get_without_a_body(server: support.Server) -> None:
+    task_id = (await post_task(server, task_body())).json()["id"]
+
+    got = await server.client.get(f"/v1/tasks/{task_id}")
+    head = await server.client.head(f"/v1/tasks/{task_id}")
+
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == got.headers["content-length"]
+
+
+async def test_other_routes_still_reach_fastapi(server: support.Server) -> None:
+    task_id = (await post_task(server, task_body())).json()["id"]
+
+    cancelled = await server.client.post(f"/v1/tasks/{task_id}/cancel")
+    missing = await server.client.get("/v1/nothing-here")
+
+    assert cancelled.status_code == 200, cancelled.text
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "Not Found", "status": 404}
+
+
+async def test_the_openapi_document_describes_the_lane_routes(server: support.Server) -> None:
+    document = (await server.client.get("/openapi.json")).json()
+
+    enqueue = document["paths"]["/v1/tasks"]["post"]
+    assert enqueue["summary"] == "Enqueue a task"
+    assert {"202", "401", "422", "429", "503"} <= set(enqueue["responses"])
+    assert enqueue["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/TaskIn"}
+    schemas = document["components"]["schemas"]
+    assert {"TaskIn", "EventIn", "QuotaIn", "ProgressIn"} <= set(schemas)
+    assert "owner" in schemas["TaskIn"]["properties"]
+    listing = document["paths"]["/v1/tasks"]["get"]
+    assert {param["name"] for param in listing["parameters"]} == {"owner", "status", "cursor", "limit"}
+    assert [param["name"] for param in document["paths"]["/v1/tasks/{task_id}"]["get"]["parameters"]] == ["task_id"]
+    assert document["paths"]["/e/{event_key}"]["post"]["summary"] == "Send events"
+    json.dumps(document)  # one document, all of it JSON
+
+
+async def test_lane_routes_ask_for_credentials_like_the_others(database_url: str) -> None:
+    settings = settings_.ServerSettings(
+        dev=False, database_url=database_url, signing_key="a" * 64, event_keys=("the-event-key",)
+    )
+    async with support.serve(settings) as server:
+        refused = await server.client.post("/v1/tasks", json=task_body())
+        listed = await server.client.get("/v1/tasks", headers={"Authorization": "Bearer wrong"})
+        wrong_key = await server.client.post("/e/not-the-key", json={"name": "shop/x"})
+        accepted = await server.client.post(
+            "/v1/tasks", json=task_body(), headers={"Authorization": "Bearer the-event-key"}
+        )
+
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == "Bearer"
+    assert listed.status_code == 401
+    assert wrong_key.status_code == 401
+    assert accepted.status_code == 202, accepted.text
