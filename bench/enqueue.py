@@ -226,7 +226,10 @@ def app_database(tmp: Path, backend: str) -> Path:
     return tmp / f"{backend}-roleready.db"
 
 
-def start_app(server_url: str, backend: str, tmp: Path, profile: Path | None) -> tuple[bench_http.Process, str]:
+def start_app(
+    server_url: str, backend: str, tmp: Path, profile: Path | None, direct_database: str | None = None
+) -> tuple[bench_http.Process, str]:
+    """The example app; with ``direct_database``, it writes tasks straight there (``stepline.tasks.connect``)."""
     port = bench_http.free_port()
     uvicorn = ["-m", "uvicorn", "examples.roleready.app:app", "--host", bench_http.HOST, "--port", str(port)]
     uvicorn += ["--no-access-log", "--log-level", "warning"]
@@ -240,7 +243,10 @@ def start_app(server_url: str, backend: str, tmp: Path, profile: Path | None) ->
         ROLEREADY_MODEL_LATENCY_MS="0",
         ROLEREADY_MODEL_FAILURE_RATE="0",
     )
-    app = bench_http.Process("app", [sys.executable, *uvicorn], env, tmp / f"{backend}-app.log")
+    if direct_database is not None:
+        env["STEPLINE_DATABASE_URL"] = direct_database
+    name = "app" if direct_database is None else "app-direct"
+    app = bench_http.Process(name, [sys.executable, *uvicorn], env, tmp / f"{backend}-{name}.log")
     url = f"http://{bench_http.HOST}:{port}"
     bench_http.wait_ready(app, f"{url}/")
     return app, url
@@ -297,6 +303,10 @@ async def bench_backend(backend: str, args: argparse.Namespace, databases: Datab
         found.append(Figures("client → server", await client_case(server_url, args)))
         if backend == "postgres":
             found.append(Figures("enqueue_in", await enqueue_in_case(server_database, server_url, args)))
+            app.stop()
+            app, app_url = start_app(server_url, backend, databases.tmp, args.profile, direct_database=server_database)
+            bench_http.sync_app(server_url, app_url)
+            found.insert(1, Figures("route, direct", await route_case(app_url, server_url, users, args)))
     finally:
         if app is not None:
             if args.profile is not None:

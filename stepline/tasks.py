@@ -1,4 +1,13 @@
-"""Transactional enqueue: a tracked task written inside the application's own PostgreSQL transaction.
+"""Tracked tasks written by the app itself in Stepline's PostgreSQL database, not over HTTP.
+
+Two ways, both for apps that can reach the database the Stepline servers use:
+
+- ``connect(client, url)``: ``client.tasks`` and ``client.send`` go straight to the database for
+  as long as the returned runtime runs (``async with``), one round trip per enqueue instead of a
+  request to a server that then writes it;
+- ``enqueue_in(conn, ...)``: one task inside the application's own transaction.
+
+Transactional enqueue: a tracked task written inside the application's own PostgreSQL transaction.
 
 When the app keeps its tables in the same PostgreSQL database as the Stepline server, it can
 create its own rows and the task (with the task's event, quota use and runs) atomically::
@@ -27,13 +36,31 @@ from typing import Any
 import psycopg
 
 from stepline import errors
-from stepline.engine import ingest, registry
+from stepline.engine import core, direct, ingest, registry, synced
 from stepline.engine import tasks as engine_tasks
+from stepline.sdk import client as client_
 from stepline.sdk import events as events_
 from stepline.sdk import tasks as sdk_tasks
 from stepline.storage.postgres import transaction as pg_tx
 
-__all__ = ["enqueue_in"]
+__all__ = ["connect", "enqueue_in"]
+
+
+def connect(client: client_.Stepline, database_url: str, *, pool_size: int = 4) -> direct.DirectRuntime:
+    """Send ``client.tasks`` and ``client.send`` straight to Stepline's PostgreSQL database.
+
+    Start it for as long as the app serves requests, in its lifespan::
+
+        async with stepline.tasks.connect(client, os.environ["STEPLINE_DATABASE_URL"]):
+            ...
+
+    Enqueues then write the task, its quota use, event and runs from this process, the way the
+    server would (the servers' executors are woken by the commit and run them); reads, streams,
+    cancels and progress reports go to the database too. The server must have migrated the
+    database and the app must be synced, as for any enqueue. ``ConfigurationError`` for a URL
+    that is not PostgreSQL.
+    """
+    return direct.DirectRuntime(client, database_url, pool_size=pool_size)
 
 
 async def enqueue_in(
@@ -75,43 +102,45 @@ async def enqueue_in(
 async def _enqueue(
     conn: psycopg.AsyncConnection[Any], request: engine_tasks.TaskRequest, now: int
 ) -> engine_tasks.Enqueued:
+    synced_ = _synced(conn)
+    task_id: str | None = None
     if conn.autocommit or conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
         # One statement, no savepoint: ``stepline_create_task`` writes nothing when it refuses
-        # (quota, a taken id), so the application's transaction carries on either way; alone on
-        # an autocommit connection the call is its own transaction.
+        # (quota, a taken id, functions changed since they were read), so the application's
+        # transaction carries on either way; alone on an autocommit connection the call is its
+        # own transaction.
         tx = pg_tx.PostgresTransaction(conn, pg_tx.shared_queries(), pg_tx.describe(conn.info.dsn))
-        ingestor = await _ingestor(tx)
-        plan = engine_tasks.plan_task(ingestor, request, now)
-        if plan is not None:
-            enqueued = engine_tasks.planned_result(request, plan, await tx.create_task(plan))
+        if synced_.fingerprint is None:
+            synced_.load(await pg_tx.functions_in(tx))
+        for _ in range(core.STALE_PLANS):
+            ingestor = ingest.Ingestor(synced_.registry)
+            plan = engine_tasks.plan_task(ingestor, request, now, task_id=task_id, functions=synced_.fingerprint)
+            if plan is None:
+                break
+            task_id = plan.task.id
+            outcome = await tx.create_task(plan)
+            if outcome.stale:
+                synced_.load(await pg_tx.functions_in(tx))
+                continue
+            enqueued = engine_tasks.planned_result(request, plan, outcome)
             if enqueued is not None:
                 return enqueued
+            break
     async with pg_tx.borrowed_transaction(conn) as tx:
-        return await engine_tasks.enqueue(tx, await _ingestor(tx), request, now)
+        if synced_.fingerprint is None or await tx.functions_fingerprint() != synced_.fingerprint:
+            synced_.load(await pg_tx.functions_in(tx))
+        return await engine_tasks.enqueue(tx, ingest.Ingestor(synced_.registry), request, now)
 
 
-_INGESTORS: dict[str, tuple[tuple[int, int, int], ingest.Ingestor]] = {}
-"""Per database (``host:port/dbname``): the synced functions as last read, with the fingerprint
-of the ``functions`` table they were read at. A call reads the fingerprint (one small aggregate)
-and re-reads and re-parses every function's configuration only when it changed."""
+_SYNCED: dict[str, synced.SyncedFunctions] = {}
+"""Per database (``host:port/dbname``): the synced functions as last read. Plans carry their
+fingerprint, and ``stepline_create_task`` refuses a plan once the table changed, so they are
+read again only then: an enqueue is one statement."""
 
 
-async def _ingestor(tx: pg_tx.PostgresTransaction) -> ingest.Ingestor:
-    """What the synced functions would start, as seen in the application's transaction."""
-    fingerprint = await pg_tx.functions_fingerprint(tx)
-    cached = _INGESTORS.get(tx.where)
-    if cached is None or cached[0] != fingerprint:
-        # Read after the fingerprint: never older than it, so a later change still shows.
-        cached = (fingerprint, ingest.Ingestor(registry.Registry(_specs(await pg_tx.functions_in(tx)))))
-        _INGESTORS[tx.where] = cached
-    return cached[1]
-
-
-def _specs(functions: list[Any]) -> list[registry.FunctionSpec]:
-    specs = []
-    for record in functions:
-        try:
-            specs.append(registry.FunctionSpec.from_config(record.config, record.app_id))
-        except errors.ConfigurationError:
-            continue  # the server logs unusable configurations; they trigger nothing here either
-    return specs
+def _synced(conn: psycopg.AsyncConnection[Any]) -> synced.SyncedFunctions:
+    where = pg_tx.describe(conn.info.dsn)
+    found = _SYNCED.get(where)
+    if found is None:
+        found = _SYNCED[where] = synced.SyncedFunctions(registry.Registry())
+    return found

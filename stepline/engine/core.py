@@ -26,6 +26,10 @@ from stepline.storage import open_store, records, store
 
 logger = logging.getLogger("stepline.engine")
 
+STALE_PLANS = 3
+"""Times one enqueue plans again after another process changed the synced functions meanwhile;
+the last time writes without checking (a sync storm must not stop enqueues)."""
+
 
 class EngineCore:
     """Runs the functions of ``registry`` durably on ``database_url`` (SQLite or PostgreSQL).
@@ -34,6 +38,10 @@ class EngineCore:
     exclusive without a heartbeat; ``poll_interval`` is the fallback scan period (wake-ups
     are immediate in-process and through ``LISTEN/NOTIFY`` on PostgreSQL).
     """
+
+    executes = True
+    """False for a runtime that only writes and reads (``engine.direct``): it starts no executor,
+    cron scheduler or sweeper, and registers no cron schedules; servers do all of that."""
 
     def __init__(
         self,
@@ -80,6 +88,15 @@ class EngineCore:
     async def _on_close(self) -> None:
         """Called before the store closes."""
 
+    def _planned_from(self) -> records.FunctionsFingerprint | None:
+        """The fingerprint of the synced functions the registry holds, when it holds those (a
+        server's): task plans carry it, and the store refuses them once the table changed. None
+        for functions of this process (an embedded engine's)."""
+        return None
+
+    async def _reload_functions(self) -> None:
+        """Read the synced functions again (after a plan came back ``stale``)."""
+
     def _background_jobs(self) -> list[Coroutine[Any, Any, None]]:
         """Extra loops to run while started (in background mode)."""
         return []
@@ -99,13 +116,15 @@ class EngineCore:
         if self._db is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._db = await open_store(self.database_url, pool_size=self._pool_size)
+        self._db = await open_store(self.database_url, pool_size=self._pool_size, listen=self.executes)
         try:
             await self._on_open()
         except BaseException:
             await self._db.close()
             self._db = None
             raise
+        if not self.executes:
+            return
         applier = apply_.Applier(self._db, self.registry, self._ingestor, self.clock, lease_ms=self._lease_ms)
         self._executor = executor.Executor(
             self._db,
@@ -137,6 +156,11 @@ class EngineCore:
         await self._on_close()
         await self._db.close()
         self._db = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the engine was started on (None before ``start``)."""
+        return self._loop
 
     @property
     def store(self) -> store.Store:
@@ -231,14 +255,28 @@ class EngineCore:
         ``QuotaExceeded`` when the owner has no use left: then nothing at all was written.
         """
         now = self.clock.now_ms()
-        plan = tasks.plan_task(self._ingestor, request, now)
-        if plan is not None:  # no flow control: one call writes it all (one round trip on PostgreSQL)
-            enqueued = tasks.planned_result(request, plan, await self.store.create_task(plan))
+        task_id: str | None = None
+        for _ in range(STALE_PLANS):
+            plan = tasks.plan_task(self._ingestor, request, now, task_id=task_id, functions=self._planned_from())
+            if plan is None:
+                break
+            task_id = plan.task.id
+            outcome = await self.store.create_task(plan)  # no flow control: one call writes it all
+            if outcome.stale:  # another process synced functions since this one read them
+                await self._reload_functions()
+                continue
+            enqueued = tasks.planned_result(request, plan, outcome)
             if enqueued is not None:
                 return enqueued
-        task_id = None if plan is None else plan.task.id
-        async with self.store.transaction() as tx:
-            return await tasks.enqueue_stepwise(tx, self._ingestor, request, now, task_id=task_id)
+            break
+        for attempt in range(STALE_PLANS):  # the general path, under the same check
+            async with self.store.transaction() as tx:
+                planned_from = self._planned_from()
+                last = attempt == STALE_PLANS - 1
+                if last or planned_from is None or await tx.functions_fingerprint() == planned_from:
+                    return await tasks.enqueue_stepwise(tx, self._ingestor, request, now, task_id=task_id)
+            await self._reload_functions()
+        raise AssertionError("unreachable: the last attempt enqueues unchecked")
 
     async def get_task(self, task_id: str) -> records.TaskRecord | None:
         return await self.store.get_task(task_id)

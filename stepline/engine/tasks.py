@@ -184,10 +184,20 @@ async def enqueue_stepwise(
     return Enqueued(task, created=True)
 
 
-def plan_task(ingestor: ingest_.Ingestor, request: TaskRequest, now: int) -> records.TaskPlan | None:
+def plan_task(
+    ingestor: ingest_.Ingestor,
+    request: TaskRequest,
+    now: int,
+    *,
+    task_id: str | None = None,
+    functions: records.FunctionsFingerprint | None = None,
+) -> records.TaskPlan | None:
     """The whole task decided up front, for ``create_task`` to write at once; None when a
-    function its event triggers has flow control (``enqueue_stepwise`` then does the work)."""
-    task_id = request.task_id or transitions.new_id()
+    function its event triggers has flow control (``enqueue_stepwise`` then does the work).
+
+    ``task_id`` keeps the id of an earlier plan of the same request; ``functions`` is the
+    fingerprint of the synced functions ``ingestor`` plans from, if it plans from those."""
+    task_id = request.task_id or task_id or transitions.new_id()
     planned = ingestor.plan_task_runs(_task_event(request, task_id), now)
     if planned is None:
         return None
@@ -199,12 +209,15 @@ def plan_task(ingestor: ingest_.Ingestor, request: TaskRequest, now: int) -> rec
         event=event,
         runs=runs,
         now=now,
+        functions=functions,
     )
 
 
 def planned_result(request: TaskRequest, plan: records.TaskPlan, outcome: records.TaskPlanOutcome) -> Enqueued | None:
     """What ``create_task`` did, as ``enqueue`` answers it (raising its refusals); None when
-    pauses await the event and ``enqueue_stepwise`` must do the work."""
+    pauses await the event and ``enqueue_stepwise`` must do the work. A ``stale`` outcome is
+    the planner's to handle (reload the functions, plan again) before it gets here."""
+    assert not outcome.stale
     if outcome.existing is not None:
         return _retried(outcome.existing, request)
     if outcome.quota_wait_ms is not None:

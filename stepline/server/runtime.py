@@ -14,11 +14,12 @@ from datetime import timedelta
 from typing import Any
 
 from stepline import errors
-from stepline.engine import core, dispatch
+from stepline.engine import core, dispatch, synced
 from stepline.engine import registry as registry_
 from stepline.server import dispatch as http_dispatch
 from stepline.server import settings as settings_
 from stepline.server import sync
+from stepline.storage import records
 
 logger = logging.getLogger("stepline.server")
 
@@ -38,7 +39,7 @@ class ServerRuntime(core.EngineCore):
         self.settings = settings
         self._http = http_dispatch.HttpTransport(signing_key=settings.signing_key, timeout_s=settings.call_timeout_s)
         self.syncer = sync.Syncer(self)
-        self._functions_signature: tuple[tuple[str, int], ...] = ()
+        self._synced = synced.SyncedFunctions(self.registry)
 
     def _transport(self) -> dispatch.Transport:
         return self._http
@@ -53,20 +54,16 @@ class ServerRuntime(core.EngineCore):
     def _background_jobs(self) -> list[Coroutine[Any, Any, None]]:
         return [self._refresh_loop(), self.syncer.sync_configured_apps()]
 
+    def _planned_from(self) -> records.FunctionsFingerprint | None:
+        return self._synced.fingerprint
+
+    async def _reload_functions(self) -> None:
+        await self.reload_functions()
+
     async def reload_functions(self) -> bool:
         """Rebuild the registry from the database if it changed; True when it did."""
-        found = await self.store.list_functions()
-        signature = tuple((record.id, record.updated_at) for record in found)
-        if signature == self._functions_signature:
+        if not await self._synced.reload(self.store):
             return False
-        specs: list[registry_.FunctionSpec] = []
-        for record in found:
-            try:
-                specs.append(registry_.FunctionSpec.from_config(record.config, record.app_id))
-            except errors.ConfigurationError as exc:
-                logger.error("function %s is stored with an unusable configuration: %s", record.id, exc)
-        self.registry.replace(specs)
-        self._functions_signature = signature
         if self._cron is not None:
             await self._register_crons()
         return True

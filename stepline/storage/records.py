@@ -203,6 +203,25 @@ class FunctionRecord:
     """1 when first registered; incremented by every sync that changes ``config``."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class FunctionsFingerprint:
+    """The ``functions`` table in three numbers, which change whenever a function is synced,
+    changed or removed (a sync stamps ``updated_at``, a changed configuration bumps ``version``,
+    a removal lowers the count)."""
+
+    count: int
+    latest: int
+    versions: int
+
+    @classmethod
+    def of(cls, functions: Sequence[FunctionRecord]) -> FunctionsFingerprint:
+        return cls(
+            len(functions),
+            max((record.updated_at for record in functions), default=0),
+            sum(record.version for record in functions),
+        )
+
+
 @dataclasses.dataclass(slots=True)
 class AppRecord:
     id: str
@@ -331,6 +350,10 @@ class TaskPlan:
     runs: Sequence[PlannedRun]
     """In the order the engine would start them; ``task_id`` None in each."""
     now: int
+    functions: FunctionsFingerprint | None = None
+    """The synced functions the runs were planned from. When given, the store writes nothing
+    and answers ``stale`` if the ``functions`` table has changed since (the planner reloads and
+    plans again): a process whose copy of the functions is old never plans from it."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -349,6 +372,8 @@ class TaskPlanOutcome:
     listeners: bool = False
     """Wait or cancel pauses await the event's name: nothing written. Matching them takes the
     engine's expressions, so the engine enqueues the general way (``engine.tasks``)."""
+    stale: bool = False
+    """The plan's ``functions`` fingerprint is not the table's any more: nothing written."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -156,8 +156,13 @@ class Transaction(Protocol):
         ...
 
     # tasks
+    async def functions_fingerprint(self) -> records.FunctionsFingerprint:
+        """The ``functions`` table as this transaction sees it, in three numbers."""
+        ...
+
     async def create_task(self, plan: records.TaskPlan) -> records.TaskPlanOutcome:
-        """Write a planned task in one step: take the id's lock (``plan.serialise``), return the
+        """Write a planned task in one step: refuse a plan made from functions that changed since
+        (``plan.functions``), take the id's lock (``plan.serialise``), return the
         task if the id exists, take a quota use, insert the event, start each planned run whose
         idempotency key is free (the first drives the task) and insert the task.
 

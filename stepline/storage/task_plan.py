@@ -14,6 +14,8 @@ from stepline.storage import records, store
 
 
 async def create_stepwise(tx: store.Transaction, plan: records.TaskPlan) -> records.TaskPlanOutcome:
+    if plan.functions is not None and await tx.functions_fingerprint() != plan.functions:
+        return records.TaskPlanOutcome(stale=True)
     task_id = plan.task.id
     if plan.serialise:
         await tx.lock_task_id(task_id)  # a retry racing its first attempt waits for it, then finds it

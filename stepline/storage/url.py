@@ -34,10 +34,12 @@ def parse_database_url(url: str) -> DatabaseURL:
     )
 
 
-async def open_store(url: str, *, pool_size: int = 10, migrate: bool = True) -> store.Store:
+async def open_store(url: str, *, pool_size: int = 10, migrate: bool = True, listen: bool = True) -> store.Store:
     """Open (creating if needed) the database at ``url`` and bring its schema up to date.
 
-    ``pool_size`` bounds PostgreSQL connections; SQLite uses one connection.
+    ``pool_size`` bounds PostgreSQL connections; SQLite uses one connection. ``listen=False``
+    spares PostgreSQL's ``LISTEN`` connection in a process that executes nothing (its
+    ``wait_for_work`` then only times out).
     """
     parsed = parse_database_url(url)
     if parsed.backend == "sqlite":
@@ -51,4 +53,4 @@ async def open_store(url: str, *, pool_size: int = 10, migrate: bool = True) -> 
         return await sqlite_store.SQLiteStore.open(path, migrate=migrate)
     from stepline.storage.postgres import store as postgres_store
 
-    return await postgres_store.PostgresStore.open(parsed.target, pool_size=pool_size, migrate=migrate)
+    return await postgres_store.PostgresStore.open(parsed.target, pool_size=pool_size, migrate=migrate, listen=listen)

@@ -314,6 +314,7 @@ def task_plan_document(plan: records.TaskPlan) -> Jsonb:
         {
             "serialise": plan.serialise,
             "now": plan.now,
+            "functions": None if plan.functions is None else dataclasses.asdict(plan.functions),
             "task": _document(task_params(plan.task)),
             "quota": None
             if quota is None

@@ -122,9 +122,9 @@ class PostgresStore:
         self._closed = False
 
     @classmethod
-    async def open(cls, conninfo: str, pool_size: int = 10, migrate: bool = True) -> PostgresStore:
+    async def open(cls, conninfo: str, pool_size: int = 10, migrate: bool = True, listen: bool = True) -> PostgresStore:
         """Connect, migrate the schema when ``migrate`` (serialised across processes by an
-        advisory lock), open the pool and start listening for work."""
+        advisory lock), open the pool and (when ``listen``) start listening for work."""
         where = pg_tx.describe(conninfo)
         bootstrap = await _connect(conninfo, where, application_name="stepline-migrate")
         try:
@@ -147,14 +147,16 @@ class PostgresStore:
         opened = cls(conninfo, where, pool, freshness)
         try:
             await pool.open(wait=True, timeout=_CONNECT_TIMEOUT)
-            opened._listener_conn = await opened._connect_listener()
+            if listen:
+                opened._listener_conn = await opened._connect_listener()
         except (psycopg.Error, errors.StorageError) as exc:
             await pool.close()
             if isinstance(exc, errors.StorageError):
                 raise
             reason = pg_tx.scrub(str(exc), conninfo)
             raise errors.StorageError(f"cannot connect to PostgreSQL at {where}: {reason}") from exc
-        opened._listener_task = asyncio.create_task(opened._listen(), name=f"stepline listener {where}")
+        if listen:
+            opened._listener_task = asyncio.create_task(opened._listen(), name=f"stepline listener {where}")
         return opened
 
     async def close(self) -> None:

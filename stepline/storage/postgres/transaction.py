@@ -310,6 +310,11 @@ class PostgresTransaction:
 
     # tasks
 
+    async def functions_fingerprint(self) -> records.FunctionsFingerprint:
+        row = await self._fetchone("functions_fingerprint", {})
+        assert row is not None  # an aggregate returns one row
+        return records.FunctionsFingerprint(int(row["functions"]), int(row["latest"]), int(row["versions"]))
+
     async def create_task(self, plan: records.TaskPlan) -> records.TaskPlanOutcome:
         outcome = await create_task(self._conn, plan, self._where)
         if outcome.started:  # the function notifies at commit; wakes this process's executors too
@@ -381,6 +386,8 @@ async def create_task(
         return records.TaskPlanOutcome(quota_wait_ms=int(outcome["quota_wait_ms"]))
     if "listeners" in outcome:
         return records.TaskPlanOutcome(listeners=True)
+    if "stale" in outcome:
+        return records.TaskPlanOutcome(stale=True)
     started = [str(run_id) for run_id in outcome["started"]]
     if plan.runs and not started:
         return records.TaskPlanOutcome()
@@ -408,23 +415,6 @@ async def borrowed_transaction(conn: psycopg.AsyncConnection[Any]) -> AsyncItera
         if tx.wakes and not tx.notified:
             with translated("notify", tx.where):
                 await conn.execute(NOTIFY)
-
-
-FUNCTIONS_FINGERPRINT: LiteralString = """
-SELECT count(*) AS functions, coalesce(max(updated_at), 0) AS latest, coalesce(sum(version), 0) AS versions
-FROM functions
-"""
-"""Changes whenever a function is synced, changed or removed: a sync stamps ``updated_at``, a
-changed configuration bumps ``version``, a removal lowers the count."""
-
-
-async def functions_fingerprint(tx: PostgresTransaction) -> tuple[int, int, int]:
-    """What ``functions_in`` would read, in three numbers (see ``FUNCTIONS_FINGERPRINT``)."""
-    with translated("functions_fingerprint", tx.where):
-        cursor = await tx._conn.cursor(row_factory=dict_row).execute(FUNCTIONS_FINGERPRINT)
-        row = await cursor.fetchone()
-    assert row is not None  # an aggregate returns one row
-    return int(row["functions"]), int(row["latest"]), int(row["versions"])
 
 
 async def functions_in(tx: PostgresTransaction) -> list[records.FunctionRecord]:

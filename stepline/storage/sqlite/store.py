@@ -292,6 +292,11 @@ class SQLiteTransaction:
         return self._live().count("advance_cron", params) == 1
 
     # tasks
+    async def functions_fingerprint(self) -> records.FunctionsFingerprint:
+        row = self._live().one("functions_fingerprint")
+        assert row is not None  # an aggregate returns one row
+        return records.FunctionsFingerprint(int(row[0]), int(row[1]), int(row[2]))
+
     async def create_task(self, plan: records.TaskPlan) -> records.TaskPlanOutcome:
         return await task_plan.create_stepwise(self, plan)
 

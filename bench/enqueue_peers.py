@@ -1,0 +1,255 @@
+"""The RoleReady enqueue route on Stepline and on peers, side by side, with ratios.
+
+::
+
+    .venv/bin/pip install -e '.[bench]'     # procrastinate, DBOS, Celery (from PyPI)
+    .venv/bin/python bench/enqueue_peers.py [--calls 1000] [--warmup 200] [--only stepline-postgres,dbos]
+
+Each case starts its own app process on a free port (and whatever it needs: a ``stepline dev``
+server, a Celery worker) with fresh databases, seeds ``--users`` users with a job each into the
+app's SQLite tables, and times ``POST /api/resumes/tailor`` one call at a time from a minimal
+HTTP client (``bench.http.RawClient``), exactly as ``bench/enqueue.py``'s route case does, every
+call followed (untimed) by a wait until its job ended, so that each call meets an idle system:
+
+* **stepline-sqlite**, **stepline-postgres**: ``examples/roleready`` and ``stepline dev``;
+  ``client.tasks.enqueue`` writes the task, its quota use, event and run in one transaction;
+* **procrastinate**, **dbos**, **celery**: the same route handing the work to the peer
+  (``bench/peer_app.py``, which says what each peer writes; each does less than a tracked task).
+  procrastinate and DBOS use PostgreSQL, Celery a Redis broker (``--redis-url``).
+
+Printed per case: p50 / p99 / max / mean in ms, and the ratio of each p50 and p99 to Stepline's
+on PostgreSQL. A case whose peer is not installed or whose service is unreachable is skipped
+with the reason. Figures move with the machine's load (printed before and after).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse
+import asyncio
+import importlib.util
+import itertools
+import json
+import os
+import signal
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import psycopg
+
+import stepline
+from bench import enqueue as bench_enqueue
+from bench import http as bench_http
+from bench import support
+
+CASES = ("stepline-sqlite", "stepline-postgres", "procrastinate", "dbos", "celery")
+PEER_MODULES = {"procrastinate": "procrastinate", "dbos": "dbos", "celery": "celery"}
+POLL_S = 0.002
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+Settle = Callable[[str], Awaitable[None]]
+
+
+@asynccontextmanager
+async def stepline_case(
+    backend: str, args: argparse.Namespace, databases: bench_enqueue.Databases
+) -> AsyncIterator[tuple[str, Path, Settle]]:
+    server, server_url = bench_enqueue.start_server(
+        databases.fresh(backend, "peers-server"), backend, databases.tmp, None
+    )
+    try:
+        app, app_url = bench_enqueue.start_app(server_url, backend, databases.tmp, None)
+        try:
+            bench_http.sync_app(server_url, app_url)
+            reader = stepline.Stepline(app_id="bench-peers", base_url=server_url, is_dev=True)
+            settle = bench_enqueue.settler(reader, True)
+            assert settle is not None
+            yield app_url, bench_enqueue.app_database(databases.tmp, backend), settle
+        finally:
+            app.stop()
+    finally:
+        server.stop()
+
+
+@asynccontextmanager
+async def peer_case(
+    peer: str, args: argparse.Namespace, databases: bench_enqueue.Databases
+) -> AsyncIterator[tuple[str, Path, Settle]]:
+    url = args.redis_url if peer == "celery" else databases.fresh("postgres", f"peer-{peer}")
+    app_database = databases.tmp / f"peer-{peer}-roleready.db"
+    env = bench_http.child_env(BENCH_PEER=peer, BENCH_PEER_URL=url, ROLEREADY_DATABASE=str(app_database))
+    port = bench_http.free_port()
+    argv = [sys.executable, "-m", "uvicorn", "bench.peer_app:app", "--host", bench_http.HOST, "--port", str(port)]
+    argv += ["--no-access-log", "--log-level", "warning"]
+    async with AsyncExitStack() as stack:
+        if peer == "celery":
+            worker = bench_http.Process(
+                "celery worker",
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "bench.peer_celery",
+                    "worker",
+                    "--pool=solo",
+                    "--loglevel=WARNING",
+                ],
+                env,
+                databases.tmp / "celery-worker.log",
+            )
+            stack.callback(worker.stop)
+        app = bench_http.Process(f"{peer} app", argv, env, databases.tmp / f"peer-{peer}.log")
+        stack.callback(app.stop)
+        app_url = f"http://{bench_http.HOST}:{port}"
+        bench_http.wait_ready(app, f"{app_url}/")
+        settle = await stack.enter_async_context(peer_settler(peer, url))
+        yield app_url, app_database, settle
+
+
+@asynccontextmanager
+async def peer_settler(peer: str, url: str) -> AsyncIterator[Settle]:
+    """Waits until the peer's job ended, reading the peer's own store as its clients would."""
+    if peer == "celery":
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(url)
+
+        async def done(job_id: str) -> bool:
+            meta = await client.get(f"celery-task-meta-{job_id}")
+            return meta is not None and json.loads(meta)["status"] == "SUCCESS"
+
+        try:
+            yield _polling(done)
+        finally:
+            await client.aclose()
+        return
+    query = (
+        "SELECT status = 'succeeded' FROM procrastinate_jobs WHERE id = %s::bigint"
+        if peer == "procrastinate"
+        else "SELECT status = 'SUCCESS' FROM dbos.workflow_status WHERE workflow_uuid = %s"
+    )
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+
+        async def finished(job_id: str) -> bool:
+            row = await (await conn.execute(query, (job_id,))).fetchone()
+            return bool(row and row[0])
+
+        yield _polling(finished)
+
+
+def _polling(done: Callable[[str], Awaitable[bool]]) -> Settle:
+    async def settle(job_id: str) -> None:
+        deadline = time.monotonic() + bench_enqueue.SETTLE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if await done(job_id):
+                return
+            await asyncio.sleep(POLL_S)
+        raise bench_http.BenchError(f"job {job_id} did not end within {bench_enqueue.SETTLE_TIMEOUT_S:g} s")
+
+    return settle
+
+
+async def time_route(app_url: str, app_database: Path, settle: Settle, args: argparse.Namespace) -> list[float]:
+    users = bench_enqueue.seed_users(app_database, args.users)
+    http = bench_http.RawClient(app_url)
+    turns = itertools.cycle(
+        ({"Authorization": f"Bearer {token}", "Content-Type": "application/json"}, json.dumps({"job_id": job}).encode())
+        for token, job in users
+    )
+
+    async def call() -> str:
+        headers, body = next(turns)
+        reply = await http.request("POST", "/api/resumes/tailor", body, headers)
+        if reply.status_code != 202:
+            raise bench_http.BenchError(f"the route answered {reply.status_code}: {reply.text[:300]}")
+        return str(reply.json()["aiJobId"])
+
+    try:
+        return await bench_enqueue.timed(call, args.calls, args.warmup, settle)
+    finally:
+        await http.close()
+
+
+def unavailable(case: str, args: argparse.Namespace) -> str | None:
+    module = PEER_MODULES.get(case)
+    if module is not None and importlib.util.find_spec(module) is None:
+        return f"{module} is not installed (pip install -e '.[bench]')"
+    if case == "celery":
+        try:
+            import redis
+
+            redis.Redis.from_url(args.redis_url, socket_connect_timeout=2).ping()
+        except Exception as exc:
+            return f"Redis at {args.redis_url} is unreachable: {exc}"
+    if case != "stepline-sqlite" and case != "celery":
+        return support.postgres_unavailable_reason(args.postgres_url)
+    return None
+
+
+async def run_case(case: str, args: argparse.Namespace, databases: bench_enqueue.Databases) -> list[float]:
+    opened = (
+        stepline_case(case.removeprefix("stepline-"), args, databases)
+        if case.startswith("stepline-")
+        else peer_case(case, args, databases)
+    )
+    async with opened as (app_url, app_database, settle):
+        return await time_route(app_url, app_database, settle, args)
+
+
+def report(found: dict[str, list[float]]) -> None:
+    base = found.get("stepline-postgres")
+    for case, samples in found.items():
+        line = bench_enqueue.Figures(case, samples).line()
+        if base is not None and case != "stepline-postgres":
+            p50 = bench_http.percentile(samples, 50) / bench_http.percentile(base, 50)
+            p99 = bench_http.percentile(samples, 99) / bench_http.percentile(base, 99)
+            line += f"   vs stepline-postgres: p50 x{p50:.2f}, p99 x{p99:.2f}"
+        print(line)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=1000, help="timed calls per case (default 1000)")
+    parser.add_argument("--warmup", type=int, default=200, help="untimed calls first (default 200)")
+    parser.add_argument("--users", type=int, default=bench_enqueue.DEFAULT_USERS)
+    parser.add_argument("--only", default=",".join(CASES), help=f"comma-separated cases among {', '.join(CASES)}")
+    parser.add_argument("--postgres-url", default=bench_enqueue.DEFAULT_POSTGRES_URL)
+    parser.add_argument("--redis-url", default=os.environ.get("STEPLINE_BENCH_REDIS_URL", DEFAULT_REDIS_URL))
+    args = parser.parse_args()
+    cases = [case.strip() for case in args.only.split(",") if case.strip()]
+    if unknown := sorted(set(cases) - set(CASES)):
+        parser.error(f"unknown cases: {', '.join(unknown)}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    found: dict[str, list[float]] = {}
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="stepline-bench-peers-") as tmp:
+        databases = bench_enqueue.Databases(args.postgres_url, Path(tmp))
+        try:
+            for case in cases:
+                if reason := unavailable(case, args):
+                    print(f"{case}: skipped ({reason})")
+                    continue
+                print(f"{case}: load average {support.load_average()}", flush=True)
+                try:
+                    found[case] = asyncio.run(run_case(case, args, databases))
+                except bench_http.BenchError as exc:
+                    print(f"{case}: failed: {exc}")
+                    failed = True
+        finally:
+            databases.cleanup()
+    print(f"done, load average {support.load_average()}")
+    report(found)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

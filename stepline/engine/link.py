@@ -1,0 +1,82 @@
+"""``client.send`` and ``client.tasks`` answered by an engine running in this process.
+
+The embedded ``Engine`` attaches a ``ClientLink`` to its client when it starts, and so does a
+process that only enqueues (``engine.direct``): the SDK's calls then become the engine's own
+operations, with no HTTP in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
+
+from stepline import errors
+from stepline.engine import core, task_stream, tasks
+from stepline.storage import records
+
+STREAM_POLL_S = 0.1
+"""How often a task stream in this process reads the change log (cheaper than the server's)."""
+MAX_TASK_PAGE = 500
+T = TypeVar("T")
+
+
+class ClientLink:
+    """Delivers ``client.send`` and ``client.tasks`` to an engine in this process, from its loop
+    or a worker thread (sync functions and sync routes call the ``*_sync`` twins)."""
+
+    def __init__(self, engine: core.EngineCore) -> None:
+        self._engine = engine
+
+    def _on_loop(self, call: Coroutine[Any, Any, T]) -> T:
+        loop = self._engine.loop
+        if loop is None:
+            call.close()
+            raise errors.ConfigurationError("the engine is not started")
+        return asyncio.run_coroutine_threadsafe(call, loop).result()
+
+    async def send_events(self, events: list[dict[str, Any]]) -> list[str]:
+        return (await self._engine.send_wire(events)).event_ids
+
+    def send_events_sync(self, events: list[dict[str, Any]]) -> list[str]:
+        return self._on_loop(self.send_events(events))
+
+    async def enqueue_task(self, body: dict[str, Any]) -> dict[str, Any]:
+        enqueued = await self._engine.enqueue_task(tasks.request_from_body(body))
+        return tasks.task_body(enqueued.task)
+
+    def enqueue_task_sync(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._on_loop(self.enqueue_task(body))
+
+    async def get_task(self, task_id: str) -> dict[str, Any] | None:
+        task = await self._engine.get_task(task_id)
+        return None if task is None else tasks.task_body(task)
+
+    def get_task_sync(self, task_id: str) -> dict[str, Any] | None:
+        return self._on_loop(self.get_task(task_id))
+
+    async def list_tasks(self, owner: str | None, status: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_TASK_PAGE:
+            raise errors.ConfigurationError(f"limit must be a whole number from 1 to {MAX_TASK_PAGE} (got {limit!r})")
+        try:
+            wanted = None if status is None else records.TaskStatus(status)
+        except ValueError:
+            allowed = ", ".join(item.value for item in records.TaskStatus)
+            raise errors.ConfigurationError(f"status must be one of {allowed} (got {status!r})") from None
+        return await tasks.page_body(self._engine.store, owner=owner, status=wanted, cursor=cursor, limit=limit)
+
+    async def cancel_task(self, task_id: str) -> dict[str, Any]:
+        return tasks.task_body(await self._engine.cancel_task(task_id))
+
+    async def report_progress(self, task_id: str, progress: float, message: str | None) -> bool:
+        return await self._engine.report_task_progress(task_id, progress, message)
+
+    def report_progress_sync(self, task_id: str, progress: float, message: str | None) -> bool:
+        return self._on_loop(self.report_progress(task_id, progress, message))
+
+    async def stream_task(self, task_id: str) -> AsyncIterator[dict[str, Any]]:
+        task = await self._engine.require_task(task_id)
+        yield tasks.task_body(task)
+        async for change in task_stream.follow(self._engine.store, task, STREAM_POLL_S):
+            if change is not None:
+                yield tasks.task_body(change)

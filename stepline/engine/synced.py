@@ -1,0 +1,47 @@
+"""Functions that apps synced into the database, as a ``Registry``: what a server (or a process
+that only enqueues, ``engine.direct``) triggers and plans runs for.
+
+Reloading compares each function's id and update time with what was loaded last, and rebuilds
+the registry only when they changed, so callers may reload often.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from stepline import errors
+from stepline.engine import registry as registry_
+from stepline.storage import records, store
+
+logger = logging.getLogger("stepline.engine")
+
+
+class SyncedFunctions:
+    """Keeps ``registry`` equal to the ``functions`` table of a store (``reload``)."""
+
+    def __init__(self, registry: registry_.Registry) -> None:
+        self.registry = registry
+        self.fingerprint: records.FunctionsFingerprint | None = None
+        """Of the functions last loaded (None before the first ``reload``): what task plans made
+        from the registry carry, so that the store refuses them once the table has changed."""
+        self._signature: tuple[tuple[str, int], ...] = ()
+
+    async def reload(self, db: store.Store) -> bool:
+        """Rebuild the registry from the database if it changed; True when it did."""
+        return self.load(await db.list_functions())
+
+    def load(self, found: list[records.FunctionRecord]) -> bool:
+        """Rebuild the registry from ``found`` (every synced function) if it changed; True when it did."""
+        self.fingerprint = records.FunctionsFingerprint.of(found)
+        signature = tuple((record.id, record.updated_at) for record in found)
+        if signature == self._signature:
+            return False
+        specs: list[registry_.FunctionSpec] = []
+        for record in found:
+            try:
+                specs.append(registry_.FunctionSpec.from_config(record.config, record.app_id))
+            except errors.ConfigurationError as exc:
+                logger.error("function %s is stored with an unusable configuration: %s", record.id, exc)
+        self.registry.replace(specs)
+        self._signature = signature
+        return True

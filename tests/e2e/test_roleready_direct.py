@@ -1,0 +1,84 @@
+"""RoleReady writing its tasks straight in the server's PostgreSQL database (``STEPLINE_DATABASE_URL``,
+``stepline.tasks.connect``), with the real ``stepline dev`` server running them.
+
+The contract is the same as over HTTP (``test_roleready.py``): ``202 {"aiJobId"}``, the task
+polled to ``complete`` through the app's own routes, and the server sees the same task. And
+since the route no longer needs the server to accept work, a task accepted while the server is
+down waits, pending, and runs once the server is back. PostgreSQL only: a SQLite database
+belongs to its one server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import POSTGRES_ADMIN_URL, _with_database, drop_postgres_database, make_postgres_database
+from tests.e2e import harness
+from tests.e2e.test_roleready import accepted_id, bearer, poll, roleready_process, server_tasks, tailor
+
+
+@pytest.fixture
+def postgres_url(postgres_template: str) -> Iterator[str]:
+    name = make_postgres_database(postgres_template)
+    try:
+        yield _with_database(POSTGRES_ADMIN_URL, name)
+    finally:
+        drop_postgres_database(name)
+
+
+def direct_app(server: harness.ServerProcess, directory: Path, database_url: str) -> harness.AppProcess:
+    return roleready_process(
+        server,
+        directory,
+        STEPLINE_DATABASE_URL=database_url,
+        ROLEREADY_MODEL_LATENCY_MS="0",
+        ROLEREADY_MODEL_FAILURE_RATE="0",
+    )
+
+
+def test_the_route_writes_the_task_itself_and_the_server_runs_it(postgres_url: str, tmp_path: Path) -> None:
+    server = harness.ServerProcess(postgres_url, tmp_path / "server.log")
+    app = direct_app(server, tmp_path, postgres_url)
+    server.command += ["-u", app.url]
+    app.spawn()
+    server.spawn()
+    with harness.running(app, server), httpx.Client(base_url=f"http://{harness.HOST}:{app.port}", timeout=30) as http:
+        app.wait_ready()
+        server.wait_healthy()
+        server.api().wait_synced(["roleready-tailor-resume"])
+        # The app may have read the synced functions before the server synced it: its first plan
+        # is then refused as stale and made again from the synced ones.
+        task_id = accepted_id(tailor(http, "alice", "job-a1"))
+        task = poll(http, "alice", task_id)
+        listed = [item["id"] for item in server_tasks(server, "alice")]
+
+    assert task["status"] == "complete", task
+    assert task["result"]["job_id"] == "job-a1"
+    assert task["progress"] == 1.0
+    assert listed == [task_id]
+    assert "written straight to the Stepline database" in app.log.read_text()
+
+
+def test_a_task_accepted_while_the_server_is_down_runs_when_it_is_back(postgres_url: str, tmp_path: Path) -> None:
+    server = harness.ServerProcess(postgres_url, tmp_path / "server.log")
+    app = direct_app(server, tmp_path, postgres_url)
+    server.command += ["-u", app.url]
+    app.spawn()
+    server.spawn()
+    with harness.running(app, server), httpx.Client(base_url=f"http://{harness.HOST}:{app.port}", timeout=30) as http:
+        app.wait_ready()
+        server.wait_healthy()
+        server.api().wait_synced(["roleready-tailor-resume"])
+        server.stop()
+
+        task_id = accepted_id(tailor(http, "bob", "job-b1"))
+        waiting = http.get(f"/api/ai-jobs/{task_id}", headers=bearer("bob")).json()
+        server.start()
+        task = poll(http, "bob", task_id)
+
+    assert waiting["status"] == "pending", waiting
+    assert task["status"] == "complete", task
