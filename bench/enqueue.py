@@ -15,6 +15,9 @@ one call at a time after ``--warmup`` untimed calls:
   client on one keep-alive connection (``bench.http.RawClient``), so that the figure is the
   route's and not the load generator's: aiohttp measured the same route about 0.3 ms slower, and
   httpx 3 ms slower, time spent in those clients;
+* **route, direct** (PostgreSQL only): the same route, the app started with ``STEPLINE_DATABASE_URL``
+  set to the server's database, so that ``client.tasks`` writes the task itself
+  (``stepline.tasks.connect``) and the server only runs it;
 * **client → server**: ``client.tasks.enqueue`` from this process straight to the server
   (``POST /v1/tasks``, same quota, same event);
 * **enqueue_in** (PostgreSQL only): ``stepline.tasks.enqueue_in`` inside a transaction of this
@@ -152,9 +155,9 @@ def seed_users(app_database: Path, count: int) -> list[tuple[str, str]]:
 
 
 async def route_case(
-    app_url: str, server_url: str, users: list[tuple[str, str]], args: argparse.Namespace
+    app_url: str, users: list[tuple[str, str]], settle: Settle, args: argparse.Namespace
 ) -> list[float]:
-    reader = stepline.Stepline(app_id="bench-enqueue", base_url=server_url, is_dev=True)
+    """``POST /api/resumes/tailor`` one call at a time, going round ``users`` (bearer token, job id)."""
     http = bench_http.RawClient(app_url)
     turns = itertools.cycle(
         ({"Authorization": f"Bearer {token}", "Content-Type": "application/json"}, json.dumps({"job_id": job}).encode())
@@ -166,11 +169,10 @@ async def route_case(
         reply = await http.request("POST", "/api/resumes/tailor", body, headers)
         if reply.status_code != 202:
             raise bench_http.BenchError(f"the route answered {reply.status_code}: {reply.text[:300]}")
-        task_id: str = reply.json()["aiJobId"]
-        return task_id
+        return str(reply.json()["aiJobId"])
 
     try:
-        return await timed(call, args.calls, args.warmup, settler(reader, args.settle))
+        return await timed(call, args.calls, args.warmup, settle)
     finally:
         await http.close()
 
@@ -299,14 +301,16 @@ async def bench_backend(backend: str, args: argparse.Namespace, databases: Datab
         app, app_url = start_app(server_url, backend, databases.tmp, args.profile)
         bench_http.sync_app(server_url, app_url)
         users = seed_users(app_database(databases.tmp, backend), args.users)
-        found = [Figures("route", await route_case(app_url, server_url, users, args))]
+        reader = stepline.Stepline(app_id="bench-enqueue", base_url=server_url, is_dev=True)
+        found = [Figures("route", await route_case(app_url, users, settler(reader, args.settle), args))]
         found.append(Figures("client → server", await client_case(server_url, args)))
         if backend == "postgres":
             found.append(Figures("enqueue_in", await enqueue_in_case(server_database, server_url, args)))
             app.stop()
             app, app_url = start_app(server_url, backend, databases.tmp, args.profile, direct_database=server_database)
             bench_http.sync_app(server_url, app_url)
-            found.insert(1, Figures("route, direct", await route_case(app_url, server_url, users, args)))
+            direct = await route_case(app_url, users, settler(reader, args.settle), args)
+            found.insert(1, Figures("route, direct", direct))
     finally:
         if app is not None:
             if args.profile is not None:

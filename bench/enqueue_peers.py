@@ -33,7 +33,6 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
 import argparse
 import asyncio
 import importlib.util
-import itertools
 import json
 import os
 import signal
@@ -160,23 +159,7 @@ def _polling(done: Callable[[str], Awaitable[bool]]) -> Settle:
 
 async def time_route(app_url: str, app_database: Path, settle: Settle, args: argparse.Namespace) -> list[float]:
     users = bench_enqueue.seed_users(app_database, args.users)
-    http = bench_http.RawClient(app_url)
-    turns = itertools.cycle(
-        ({"Authorization": f"Bearer {token}", "Content-Type": "application/json"}, json.dumps({"job_id": job}).encode())
-        for token, job in users
-    )
-
-    async def call() -> str:
-        headers, body = next(turns)
-        reply = await http.request("POST", "/api/resumes/tailor", body, headers)
-        if reply.status_code != 202:
-            raise bench_http.BenchError(f"the route answered {reply.status_code}: {reply.text[:300]}")
-        return str(reply.json()["aiJobId"])
-
-    try:
-        return await bench_enqueue.timed(call, args.calls, args.warmup, settle)
-    finally:
-        await http.close()
+    return await bench_enqueue.route_case(app_url, users, settle, args)
 
 
 def unavailable(case: str, args: argparse.Namespace) -> str | None:

@@ -87,6 +87,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
+def postgres_url(postgres_template: str) -> Iterator[str]:
+    """A fresh migrated PostgreSQL database, for the PostgreSQL-only features and tests."""
+    name = make_postgres_database(postgres_template)
+    try:
+        yield _with_database(POSTGRES_ADMIN_URL, name)
+    finally:
+        drop_postgres_database(name)
+
+
+@pytest.fixture
 async def db(database_url: str) -> AsyncIterator[store.Store]:
     opened = await open_store(database_url)
     try:

@@ -10,39 +10,30 @@ belongs to its one server.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.conftest import POSTGRES_ADMIN_URL, _with_database, drop_postgres_database, make_postgres_database
 from tests.e2e import harness
 from tests.e2e.test_roleready import accepted_id, bearer, poll, roleready_process, server_tasks, tailor
 
 
-@pytest.fixture
-def postgres_url(postgres_template: str) -> Iterator[str]:
-    name = make_postgres_database(postgres_template)
-    try:
-        yield _with_database(POSTGRES_ADMIN_URL, name)
-    finally:
-        drop_postgres_database(name)
-
-
-def direct_app(server: harness.ServerProcess, directory: Path, database_url: str) -> harness.AppProcess:
-    return roleready_process(
+@contextlib.contextmanager
+def direct_stack(
+    database_url: str, directory: Path
+) -> Iterator[tuple[harness.ServerProcess, harness.AppProcess, httpx.Client]]:
+    """The server and RoleReady writing its tasks straight in the server's database, both running
+    and synced, and a client of the app."""
+    server = harness.ServerProcess(database_url, directory / "server.log")
+    app = roleready_process(
         server,
         directory,
         STEPLINE_DATABASE_URL=database_url,
         ROLEREADY_MODEL_LATENCY_MS="0",
         ROLEREADY_MODEL_FAILURE_RATE="0",
     )
-
-
-def test_the_route_writes_the_task_itself_and_the_server_runs_it(postgres_url: str, tmp_path: Path) -> None:
-    server = harness.ServerProcess(postgres_url, tmp_path / "server.log")
-    app = direct_app(server, tmp_path, postgres_url)
     server.command += ["-u", app.url]
     app.spawn()
     server.spawn()
@@ -50,6 +41,11 @@ def test_the_route_writes_the_task_itself_and_the_server_runs_it(postgres_url: s
         app.wait_ready()
         server.wait_healthy()
         server.api().wait_synced(["roleready-tailor-resume"])
+        yield server, app, http
+
+
+def test_the_route_writes_the_task_itself_and_the_server_runs_it(postgres_url: str, tmp_path: Path) -> None:
+    with direct_stack(postgres_url, tmp_path) as (server, app, http):
         # The app may have read the synced functions before the server synced it: its first plan
         # is then refused as stale and made again from the synced ones.
         task_id = accepted_id(tailor(http, "alice", "job-a1"))
@@ -64,15 +60,7 @@ def test_the_route_writes_the_task_itself_and_the_server_runs_it(postgres_url: s
 
 
 def test_a_task_accepted_while_the_server_is_down_runs_when_it_is_back(postgres_url: str, tmp_path: Path) -> None:
-    server = harness.ServerProcess(postgres_url, tmp_path / "server.log")
-    app = direct_app(server, tmp_path, postgres_url)
-    server.command += ["-u", app.url]
-    app.spawn()
-    server.spawn()
-    with harness.running(app, server), httpx.Client(base_url=f"http://{harness.HOST}:{app.port}", timeout=30) as http:
-        app.wait_ready()
-        server.wait_healthy()
-        server.api().wait_synced(["roleready-tailor-resume"])
+    with direct_stack(postgres_url, tmp_path) as (server, _, http):
         server.stop()
 
         task_id = accepted_id(tailor(http, "bob", "job-b1"))

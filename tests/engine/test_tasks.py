@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -25,7 +25,7 @@ import stepline
 from stepline.engine import ingest, registry, sweeper, task_stream
 from stepline.storage import open_store, records
 from stepline.testing import FakeClock, TestEngine
-from tests.conftest import POSTGRES_ADMIN_URL, _with_database, drop_postgres_database, make_postgres_database
+from tests.conftest import POSTGRES_ADMIN_URL, _with_database, drop_postgres_database
 from tests.engine.task_support import quota_lock_held, quota_uses, wait_for_lock_waiters, written
 
 BACKOFF = timedelta(minutes=10)
@@ -41,16 +41,6 @@ async def require(client: stepline.Stepline, task_id: str) -> stepline.Task:
     task = await client.tasks.get(task_id)
     assert task is not None, f"task {task_id} not found"
     return task
-
-
-@pytest.fixture
-def postgres_url(postgres_template: str) -> Iterator[str]:
-    """A fresh migrated PostgreSQL database, for the PostgreSQL-only features."""
-    name = make_postgres_database(postgres_template)
-    try:
-        yield _with_database(POSTGRES_ADMIN_URL, name)
-    finally:
-        drop_postgres_database(name)
 
 
 # transitions

@@ -11,7 +11,6 @@ belongs to its one server).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -21,10 +20,10 @@ import stepline
 import stepline.tasks
 from stepline import errors
 from stepline.engine import ingest, registry, synced, tasks
-from stepline.storage import open_store, records, store
+from stepline.storage import records, store
 from stepline.testing import TestEngine
 from tests.engine.task_support import written
-from tests.engine.test_tasks import event, postgres_url  # noqa: F401  (postgres_url is a fixture)
+from tests.engine.test_tasks import event
 
 
 def function_record(function_id: str, event_name: str = "test/work", updated_at: int = 1_000) -> records.FunctionRecord:
@@ -41,15 +40,6 @@ async def sync(db: store.Store, *functions: records.FunctionRecord) -> None:
     async with db.transaction() as tx:
         for record in functions:
             await tx.upsert_function(record)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[store.Store]:
-    opened = await open_store(database_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def plan_from_the_table(db: store.Store) -> tuple[synced.SyncedFunctions, records.TaskPlan]:
@@ -135,7 +125,7 @@ def test_connect_refuses_sqlite(tmp_path: Any) -> None:
 
 
 async def test_connected_client_enqueues_reads_and_streams_tasks_the_engine_runs(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
 ) -> None:
     """The app's client writes the task itself; an engine elsewhere (here a background one in
     the same process, on its own client) runs it; the app reads, lists and streams it."""
@@ -161,7 +151,7 @@ async def test_connected_client_enqueues_reads_and_streams_tasks_the_engine_runs
     assert stored.status is records.TaskStatus.COMPLETE
 
 
-async def test_a_function_synced_after_the_client_connected_still_starts(postgres_url: str) -> None:  # noqa: F811
+async def test_a_function_synced_after_the_client_connected_still_starts(postgres_url: str) -> None:
     """The connected client read the functions at start, when there were none; the enqueue's plan
     is refused as stale once a sync happened, and planned again from the new functions."""
     app = stepline.Stepline(app_id="direct-late")
@@ -179,7 +169,7 @@ async def test_a_function_synced_after_the_client_connected_still_starts(postgre
     assert set(direct.registry.functions) == {"direct-late-work"}
 
 
-async def test_a_connected_client_cancels_and_reports_progress(postgres_url: str) -> None:  # noqa: F811
+async def test_a_connected_client_cancels_and_reports_progress(postgres_url: str) -> None:
     runner = stepline.Stepline(app_id="direct-cancel")
     app = stepline.Stepline(app_id="direct-cancel")
     async with (
@@ -197,7 +187,7 @@ async def test_a_connected_client_cancels_and_reports_progress(postgres_url: str
     assert cancelled.status == "cancelled"
 
 
-async def test_quota_and_bad_input_are_refused_as_over_http(postgres_url: str) -> None:  # noqa: F811
+async def test_quota_and_bad_input_are_refused_as_over_http(postgres_url: str) -> None:
     runner = stepline.Stepline(app_id="direct-quota")
     app = stepline.Stepline(app_id="direct-quota")
     quota = stepline.Quota(feature="f", limit=1, window="1h")
@@ -215,7 +205,7 @@ async def test_quota_and_bad_input_are_refused_as_over_http(postgres_url: str) -
     assert counted == (1, 1, 1)
 
 
-async def test_leaving_connect_sends_client_tasks_back_to_the_server(postgres_url: str) -> None:  # noqa: F811
+async def test_leaving_connect_sends_client_tasks_back_to_the_server(postgres_url: str) -> None:
     app = stepline.Stepline(app_id="direct-leave", is_dev=True)
     over_http = type(app.task_backend())
     async with stepline.tasks.connect(app, postgres_url):
@@ -223,7 +213,7 @@ async def test_leaving_connect_sends_client_tasks_back_to_the_server(postgres_ur
     assert type(app.task_backend()) is over_http
 
 
-async def test_sync_routes_reach_a_connected_client_from_worker_threads(postgres_url: str) -> None:  # noqa: F811
+async def test_sync_routes_reach_a_connected_client_from_worker_threads(postgres_url: str) -> None:
     """Flask-style code (a ``def`` route on FastAPI's thread pool) uses ``enqueue_sync``."""
     runner = stepline.Stepline(app_id="direct-sync")
     app = stepline.Stepline(app_id="direct-sync")

@@ -8,28 +8,14 @@ them again at once instead of planning from the old copy (which would start no r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from stepline.server import settings as settings_
-from tests.conftest import POSTGRES_ADMIN_URL, _with_database, drop_postgres_database, make_postgres_database
 from tests.engine.test_tasks_direct import function_record
 from tests.server import support
 from tests.server.test_tasks_api import post_task, task_body
 
 
-@pytest.fixture
-def shared_database(postgres_template: str) -> Iterator[str]:
-    name = make_postgres_database(postgres_template)
-    try:
-        yield _with_database(POSTGRES_ADMIN_URL, name)
-    finally:
-        drop_postgres_database(name)
-
-
-async def test_a_server_with_an_old_copy_of_the_functions_still_starts_the_run(shared_database: str) -> None:
-    settings = settings_.ServerSettings(dev=True, database_url=shared_database)
+async def test_a_server_with_an_old_copy_of_the_functions_still_starts_the_run(postgres_url: str) -> None:
+    settings = settings_.ServerSettings(dev=True, database_url=postgres_url)
     async with support.serve(settings) as first, support.serve(settings) as second:
         assert second.runtime.registry.functions == {}
         async with first.runtime.store.transaction() as tx:  # an app syncs through the first server
