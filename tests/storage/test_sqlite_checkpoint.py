@@ -6,11 +6,13 @@ SQLite only: PostgreSQL has no equivalent (its checkpointer is the server's own 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+import stepline
 from stepline.storage import open_store, records
 from stepline.storage.sqlite import checkpoint
 from stepline.storage.sqlite import store as sqlite_store
@@ -109,3 +111,52 @@ async def test_a_failing_checkpoint_is_logged_and_writes_go_on(
     finally:
         db._checkpointer._conn = None
         await db.close()
+
+
+async def test_the_file_is_cut_back_after_a_burst(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkpoint, "DELAY_S", 0.005)
+    monkeypatch.setattr(checkpoint, "RESTART_FRAMES", 100)
+    monkeypatch.setattr(checkpoint, "JOURNAL_SIZE_LIMIT", 512 * 1024)
+    db = await _open(tmp_path / "s.db")
+    try:
+        async with db.transaction() as tx:  # one burst of about 4 MB in the log
+            for n in range(500):
+                await tx.insert_event(_event(n))
+        burst = _wal_bytes(db.path)
+        for n in range(500, 800):  # ordinary writes afterwards: the log restarts, the file shrinks
+            async with db.transaction() as tx:
+                await tx.insert_event(_event(n))
+            await asyncio.sleep(0.001)
+        after = _wal_bytes(db.path)
+    finally:
+        await db.close()
+    assert burst > 3 * 1024 * 1024
+    assert after <= 1024 * 1024
+
+
+async def test_sync_functions_filling_the_default_executor_never_stall_the_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sync functions run on the loop's default executor and wait there on the write lock for
+    every step they record; the pass that restarts the log holds that lock, so it must not wait
+    for one of those threads (it runs on a thread of its own)."""
+    monkeypatch.setattr(checkpoint, "DELAY_S", 0.001)
+    monkeypatch.setattr(checkpoint, "RESTART_FRAMES", 50)
+    client = stepline.Stepline(app_id="checkpoint-sync")
+
+    @client.function(id="work", trigger=stepline.on_event("test/work"))
+    def work(ctx: stepline.ContextSync) -> int:
+        return sum(ctx.step.run(f"s{n}", lambda n=n: (BLOB[:3000], n)[1]) for n in range(10))
+
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=4))
+    async with stepline.Engine(client, [work], database_url=f"sqlite:///{tmp_path}/e.db", concurrency=32) as engine:
+        sent = await engine.send([stepline.Event("test/work", {"n": n}) for n in range(120)])
+
+        async def all_ended() -> None:
+            for run_id in sent.run_ids:
+                await engine.wait_for_run(run_id, timeout=60)
+
+        await asyncio.wait_for(all_ended(), 90)
+        runs = [await engine.get_run(run_id) for run_id in sent.run_ids]
+    assert all(run is not None and run.output == 45 for run in runs)

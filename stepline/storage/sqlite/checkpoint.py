@@ -4,20 +4,25 @@ In WAL mode SQLite appends each commit to the ``-wal`` file, and by default the 
 takes the log past 1,000 pages copies the log back into the database file and syncs both: a
 stall of 10-100 ms on whichever write crossed the line (an enqueue on a request's path, a
 step's result). The store turns that off (``wal_autocheckpoint=0``) and runs a ``Checkpointer``
-instead, which copies the log on a worker thread shortly after writes (``PASSIVE``: it waits
-for no reader and no writer; ``sqlite3`` releases the GIL while SQLite works).
+instead, which copies the log on a thread of its own shortly after writes (``PASSIVE``: it
+waits for no reader and no writer; ``sqlite3`` releases the GIL while SQLite works). The thread
+is its own and not the loop's default executor: sync user functions run there and wait on the
+write lock for each step they record, so a pass queued behind them while holding that lock
+would never run.
 
 Copying is not enough on its own: the log only starts again from the top when a write begins
 after a checkpoint that copied *all* of it, and under steady writes some write always lands
 while a checkpoint runs. So once the log is past ``RESTART_FRAMES``, one more pass runs while
 the store's write lock is held: it copies the few frames written since the last pass, nothing
 can be appended meanwhile, and the next write restarts the log. Writes wait for that short pass
-(a few milliseconds, once per ``RESTART_FRAMES`` pages written); reads never do.
+(a few milliseconds, once per ``RESTART_FRAMES`` pages written); reads never do. The writer's
+``journal_size_limit`` (set by the store) cuts the file back when the log restarts after a burst.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import sqlite3
@@ -32,7 +37,7 @@ DELAY_S = 0.1
 RESTART_FRAMES = 4_000
 """Pages (4 KiB) in the log past which a checkpoint holds the write lock to restart the log."""
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
-"""Bytes the ``-wal`` file is cut back to when the log restarts after a burst."""
+"""Bytes the store's writer cuts the ``-wal`` file back to when the log restarts after a burst."""
 
 
 class Checkpointer:
@@ -45,11 +50,11 @@ class Checkpointer:
         self._conn: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._pass_running: asyncio.Future[int] | None = None
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stepline-checkpoint")
 
     def start(self) -> None:
         try:
             self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            self._conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         except sqlite3.Error as exc:
             raise errors.StorageError(f"cannot open SQLite database {self._path}: {exc}") from exc
         self._task = asyncio.create_task(self._run(), name=f"stepline checkpoints {self._path.name}")
@@ -64,7 +69,8 @@ class Checkpointer:
                 await self._task
             self._task = None
         if self._pass_running is not None:
-            await self._pass_running  # a thread still using the connection: let it finish
+            await self._pass_running  # the thread still uses the connection: let it finish
+        self._thread.shutdown(wait=False)  # idle now
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -74,13 +80,16 @@ class Checkpointer:
             await self._written.wait()
             await asyncio.sleep(DELAY_S)
             self._written.clear()
-            frames = await self._pass_off_loop()
-            if frames > RESTART_FRAMES:
-                async with self._write_lock:
-                    await self._pass_off_loop()
+            try:
+                frames = await self._pass_off_loop()
+                if frames > RESTART_FRAMES:
+                    async with self._write_lock:
+                        await self._pass_off_loop()
+            except Exception:  # whatever it was, the log must not grow for good: try at the next write
+                logger.exception("WAL checkpoint of %s failed", self._path)
 
     async def _pass_off_loop(self) -> int:
-        running = asyncio.get_running_loop().run_in_executor(None, self._pass)
+        running = asyncio.get_running_loop().run_in_executor(self._thread, self._pass)
         self._pass_running = running
         try:
             return await asyncio.shield(running)  # cancelling the task leaves the thread's pass alone

@@ -599,6 +599,8 @@ def _connect(path: Path, named: Mapping[str, LiteralString]) -> _Db:
     try:
         for pragma in _PRAGMAS:
             conn.execute(pragma)
+        # When the log restarts after a burst, the writer cuts the -wal file back to this size.
+        conn.execute(f"PRAGMA journal_size_limit={checkpoint.JOURNAL_SIZE_LIMIT:d}")
     except sqlite3.Error as exc:
         conn.close()
         raise errors.StorageError(f"cannot open SQLite database {path}: {exc}") from exc
