@@ -41,7 +41,8 @@ class EngineCore:
 
     executes = True
     """False for a runtime that only writes and reads (``engine.direct``): it starts no executor,
-    cron scheduler or sweeper, and registers no cron schedules; servers do all of that."""
+    cron scheduler or sweeper, registers no cron schedules and migrates nothing (it refuses a
+    schema other than its own); servers do all of that."""
 
     def __init__(
         self,
@@ -116,7 +117,10 @@ class EngineCore:
         if self._db is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._db = await open_store(self.database_url, pool_size=self._pool_size, listen=self.executes)
+        # A runtime that executes nothing uses the servers' schema without changing it.
+        self._db = await open_store(
+            self.database_url, pool_size=self._pool_size, migrate=self.executes, listen=self.executes
+        )
         try:
             await self._on_open()
         except BaseException:

@@ -36,3 +36,20 @@ def load_migrations(backend: str) -> list[Migration]:
     if versions != list(range(1, len(found) + 1)):
         raise errors.MigrationError(f"{backend} migrations must be numbered 0001, 0002, ... without gaps")
     return found
+
+
+def require_current(applied: set[int], known: list[Migration], where: str) -> None:
+    """For a process that uses a database without migrating it (``open_store(migrate=False)``):
+    ``MigrationError`` unless the schema is exactly the one this Stepline knows."""
+    missing = [migration.name for migration in known if migration.version not in applied]
+    if missing:
+        raise errors.MigrationError(
+            f"the database at {where} lacks migrations {', '.join(missing)}: start a Stepline server on it, "
+            "or run 'stepline migrate', before this process uses it"
+        )
+    newest = max(applied, default=0)
+    if newest > len(known):
+        raise errors.MigrationError(
+            f"the database at {where} has schema version {newest}, newer than this Stepline knows "
+            f"({len(known)}): upgrade Stepline here too"
+        )

@@ -11,9 +11,11 @@ belongs to its one server).
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 import stepline
@@ -22,6 +24,7 @@ from stepline import errors
 from stepline.engine import ingest, registry, synced, tasks
 from stepline.storage import records, store
 from stepline.testing import TestEngine
+from tests.conftest import POSTGRES_ADMIN_URL, _with_database, drop_postgres_database
 from tests.engine.task_support import written
 from tests.engine.test_tasks import event
 
@@ -227,3 +230,22 @@ async def test_sync_routes_reach_a_connected_client_from_worker_threads(postgres
     assert seen is not None
     assert seen.id == task.id
     assert seen.owner == "bob"
+
+
+async def test_connect_migrates_nothing_and_refuses_a_database_no_server_migrated(postgres_template: str) -> None:
+    """The app must not change the servers' schema (an app deployed with a newer Stepline would
+    upgrade it under older servers): an unmigrated database is refused, and left untouched."""
+    name = f"stepline_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = _with_database(POSTGRES_ADMIN_URL, name)
+        app = stepline.Stepline(app_id="direct-unmigrated")
+        with pytest.raises(errors.MigrationError, match=r"lacks migrations 0001_initial\.sql"):
+            async with stepline.tasks.connect(app, url):
+                pass
+        with psycopg.connect(url) as conn:
+            tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()
+    finally:
+        drop_postgres_database(name)
+    assert tables == (0,)

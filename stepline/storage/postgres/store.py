@@ -124,12 +124,15 @@ class PostgresStore:
     @classmethod
     async def open(cls, conninfo: str, pool_size: int = 10, migrate: bool = True, listen: bool = True) -> PostgresStore:
         """Connect, migrate the schema when ``migrate`` (serialised across processes by an
-        advisory lock), open the pool and (when ``listen``) start listening for work."""
+        advisory lock; otherwise check that it is current), open the pool and (when ``listen``)
+        start listening for work."""
         where = pg_tx.describe(conninfo)
         bootstrap = await _connect(conninfo, where, application_name="stepline-migrate")
         try:
             if migrate:
                 await _migrate(bootstrap, where)
+            else:
+                await _check_schema(bootstrap, where)
         finally:
             await bootstrap.close()
         freshness = _Freshness()
@@ -485,6 +488,18 @@ async def _migrate(conn: Connection, where: str) -> None:
     finally:
         with contextlib.suppress(psycopg.Error):
             await conn.execute("SELECT pg_advisory_unlock(%(key)s)", {"key": _MIGRATION_LOCK_KEY})
+
+
+async def _check_schema(conn: Connection, where: str) -> None:
+    sql = queries.load_queries("postgres")
+    try:
+        exists = await (await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL AS found")).fetchone()
+        applied: set[int] = set()
+        if exists is not None and exists["found"]:
+            applied = {int(row["version"]) for row in await (await conn.execute(sql["select_migrations"])).fetchall()}
+    except psycopg.Error as exc:
+        raise errors.MigrationError(f"cannot read schema_migrations in PostgreSQL at {where}: {exc}") from exc
+    migrate.require_current(applied, migrate.load_migrations("postgres"), where)
 
 
 async def _apply_missing(

@@ -364,6 +364,8 @@ class SQLiteStore:
         try:
             if migrate:
                 _migrate(writer, path)
+            else:
+                _check_schema(writer, path)
             reader = _connect(path, named)
             opened = cls(path, writer, reader)
             opened._checkpointer.start()
@@ -624,6 +626,15 @@ def _migrate(db: _Db, path: Path) -> None:
     for migration in known:
         if migration.version not in applied:
             _apply(db, path, migration)
+
+
+def _check_schema(db: _Db, path: Path) -> None:
+    try:
+        found = db.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
+        applied = {int(row[0]) for row in db.all("select_migrations")} if found.fetchall() else set()
+    except (sqlite3.Error, errors.StorageError) as exc:
+        raise errors.MigrationError(f"cannot read the schema version of SQLite database {path}: {exc}") from exc
+    migrate.require_current(applied, migrate.load_migrations("sqlite"), str(path))
 
 
 def _apply(db: _Db, path: Path, migration: migrate.Migration) -> None:
