@@ -76,8 +76,8 @@ def answer_for(exc: Exception) -> ErrorAnswer:
         return _plain(500, str(exc))
     if isinstance(exc, RequestValidationError):
         return _plain(422, f"invalid request: {describe_problems(exc.errors(), prefix=())}")
-    if isinstance(exc, StarletteHTTPException):
-        return _plain(exc.status_code, str(exc.detail))
+    if isinstance(exc, StarletteHTTPException):  # e.g. 405, whose Allow header must reach the client
+        return _plain(exc.status_code, str(exc.detail), dict(exc.headers or {}))
     logger.exception("unhandled error while serving a request", exc_info=exc)
     return _plain(500, "internal error; the server log has the details")
 

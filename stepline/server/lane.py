@@ -65,6 +65,10 @@ class Reply:
 
 
 Handler = Callable[[Request], Awaitable[Reply]]
+Check = Callable[[runtime_.ServerRuntime, Mapping[str, str], Mapping[str, str]], None]
+"""Who may call a route, from the runtime, the path's parameters and the headers (before the body
+is read, so a caller without a credential cannot make the server hold a large body);
+``ApiError`` 401 otherwise."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -76,8 +80,11 @@ class Route:
     summary: str
     responses: Mapping[int, str]
     """The answers, for the OpenAPI document."""
+    check: Check
     body: type[pydantic.BaseModel] | None = None
-    """The request body's model, for the OpenAPI document (handlers parse it themselves)."""
+    """The request body's model: the body must be sent as JSON (415 otherwise, so that a web page
+    cannot post one cross-site without a preflight), and the OpenAPI document shows it. Handlers
+    parse it themselves (``Request.parse``)."""
     query: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Query parameters and what each means, for the OpenAPI document."""
     max_body: int = DEFAULT_MAX_BODY
@@ -146,6 +153,9 @@ class Lane:
             name: values[0] for name, values in urllib.parse.parse_qs(scope["query_string"].decode("latin-1")).items()
         }
         try:
+            route.check(self.runtime, params, headers)
+            if route.body is not None:
+                _require_json(headers.get("content-type", ""))
             body = await _read_body(receive, headers.get("content-length", ""), route.max_body)
             if body is None:
                 return  # the client went away
@@ -153,7 +163,15 @@ class Lane:
         except Exception as exc:
             answer = errors_.answer_for(exc)
             reply = Reply(answer.status, answer.body, answer.headers)
-        await _answer(send, reply)
+        await _answer(send, reply, with_body=scope["method"] != "HEAD")
+
+
+def _require_json(content_type: str) -> None:
+    media = content_type.partition(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise errors_.ApiError(
+            415, f"send the body as JSON, with 'Content-Type: application/json' (got {content_type or 'none'!r})"
+        )
 
 
 async def _read_body(receive: Receive, declared: str, limit: int) -> bytes | None:
@@ -179,13 +197,13 @@ def _size(limit: int) -> str:
     return f"{limit // (1024 * 1024)} MiB" if limit >= 1024 * 1024 else f"{limit // 1024} KiB"
 
 
-async def _answer(send: Send, reply: Reply) -> None:
+async def _answer(send: Send, reply: Reply, *, with_body: bool = True) -> None:
     # As Starlette's JSONResponse encodes it: compact, UTF-8, no NaN.
     content = json.dumps(reply.body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
     headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers.items()]
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": content})
+    await send({"type": "http.response.body", "body": content if with_body else b""})
 
 
 def openapi(app: FastAPI, routes: Sequence[Route]) -> Callable[[], dict[str, Any]]:

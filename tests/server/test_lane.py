@@ -7,6 +7,7 @@ credentials and the OpenAPI document. On SQLite and PostgreSQL (the ``server`` f
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -109,3 +110,54 @@ async def test_lane_routes_ask_for_credentials_like_the_others(database_url: str
     assert listed.status_code == 401
     assert wrong_key.status_code == 401
     assert accepted.status_code == 202, accepted.text
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+async def test_a_task_body_not_sent_as_json_is_415_and_writes_nothing(
+    server: support.Server, content_type: str | None
+) -> None:
+    """A web page can post ``text/plain`` or a form to a dev server without a preflight; a task
+    body must say it is JSON."""
+    headers = {} if content_type is None else {"content-type": content_type}
+    content = json.dumps(task_body()).encode()
+
+    reply = await server.client.post("/v1/tasks", content=content, headers=headers)
+
+    assert reply.status_code == 415, reply.text
+    assert "Content-Type: application/json" in reply.json()["error"]
+    assert await written(server.runtime.store) == (0, 0, 0)
+
+
+async def test_json_with_a_charset_or_a_json_suffix_is_accepted(server: support.Server) -> None:
+    content = json.dumps(task_body()).encode()
+    for content_type in ("application/json; charset=utf-8", "application/vnd.stepline+json"):
+        reply = await server.client.post("/v1/tasks", content=content, headers={"content-type": content_type})
+        assert reply.status_code == 202, reply.text
+
+
+async def test_the_credential_is_checked_before_the_body_is_read(database_url: str) -> None:
+    """A caller without the event key gets 401 before the server reads (and holds) its body."""
+    settings = settings_.ServerSettings(
+        dev=False, database_url=database_url, signing_key="a" * 64, event_keys=("the-event-key",)
+    )
+    read: list[int] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(50):
+            read.append(1)
+            yield b"x" * 65536
+
+    async with support.serve(settings) as server:
+        wrong_key = await server.client.post("/e/not-the-key", content=body())
+        no_bearer = await server.client.post("/v1/tasks", content=b"{}", headers={"content-length": str(10**9)})
+
+    assert wrong_key.status_code == 401, wrong_key.text
+    assert len(read) <= 1
+    assert no_bearer.status_code == 401, no_bearer.text
+
+
+async def test_a_405_from_a_fastapi_route_names_the_allowed_methods_too(server: support.Server) -> None:
+    reply = await server.client.get("/v1/tasks/01J0000000000000000000000A/cancel")
+
+    assert reply.status_code == 405
+    assert reply.headers["allow"] == "POST"

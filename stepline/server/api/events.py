@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import ulid
@@ -12,6 +13,7 @@ from stepline import errors
 from stepline.protocol import jsonvalue
 from stepline.sdk import events as events_
 from stepline.server import auth, lane
+from stepline.server import runtime as runtime_
 from stepline.server.errors import ApiError
 
 MAX_EVENT_BYTES = 512 * 1024
@@ -88,7 +90,6 @@ def _optional_fields(raw: dict[str, Any], where: str) -> dict[str, Any]:
 async def ingest(request: lane.Request) -> lane.Reply:
     """Accept one event or a list; each is stored with the runs it starts, all in one transaction."""
     runtime = request.runtime
-    auth.check_event_key(runtime, request.params["event_key"])
     try:
         parsed = json.loads(request.body)
     except ValueError as exc:
@@ -107,6 +108,10 @@ async def ingest(request: lane.Request) -> lane.Reply:
     return lane.Reply(200, {"ids": result.event_ids, "status": 200, "run_ids": result.run_ids})
 
 
+def _event_key(runtime: runtime_.ServerRuntime, params: Mapping[str, str], _: Mapping[str, str]) -> None:
+    auth.check_event_key(runtime, params["event_key"])
+
+
 LANE = (
     lane.Route(
         "POST",
@@ -120,6 +125,7 @@ LANE = (
             413: "Too many events, or an event or the body too large.",
             503: "The database is unavailable: nothing was stored.",
         },
+        check=_event_key,
         max_body=MAX_BODY_BYTES,
         tag="events",
     ),

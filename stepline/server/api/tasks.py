@@ -9,7 +9,7 @@ users and are served by the ``lane`` (``LANE``); the others are FastAPI routes.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -101,14 +101,12 @@ def task_request(body: TaskIn) -> tasks_.TaskRequest:
 async def enqueue(request: lane.Request) -> lane.Reply:
     """Create the task (pending), its event and the runs it starts, in one transaction.
     429 with `Retry-After` when the owner's quota is used up (nothing is written)."""
-    auth.check_client_key(request.runtime, request.header("authorization"))
     enqueued = await request.runtime.enqueue_task(task_request(request.parse(TaskIn)))
     return lane.Reply(202, tasks_.task_body(enqueued.task))
 
 
 async def list_tasks(request: lane.Request) -> lane.Reply:
     """One page of tasks, newest first; pass the answer's `cursor` for the next page."""
-    auth.check_client_key(request.runtime, request.header("authorization"))
     query = request.query
     page = await tasks_.page_body(
         request.runtime.store,
@@ -122,18 +120,20 @@ async def list_tasks(request: lane.Request) -> lane.Reply:
 
 async def get_task(request: lane.Request) -> lane.Reply:
     """The task now: status, progress and message, result or error, timestamps."""
-    auth.check_client_key(request.runtime, request.header("authorization"))
     return lane.Reply(200, tasks_.task_body(await request.runtime.require_task(request.params["task_id"])))
 
 
 async def report_progress(request: lane.Request) -> lane.Reply:
     """What functions call (`ctx.task.progress`). `recorded` is false when the task has ended or
     already reported more progress: progress only moves forward."""
-    auth.check_client_key(request.runtime, request.header("authorization"))
     body = request.parse(ProgressIn)
     task_id = request.params["task_id"]
     recorded = await request.runtime.report_task_progress(task_id, body.progress, body.message)
     return lane.Reply(200, {"id": task_id, "recorded": recorded})
+
+
+def _client_key(runtime: runtime_.ServerRuntime, _: Mapping[str, str], headers: Mapping[str, str]) -> None:
+    auth.check_client_key(runtime, headers.get("authorization", ""))
 
 
 _ANSWERS = {401: "No or a wrong event key.", 503: "The database is unavailable: nothing was written."}
@@ -150,6 +150,7 @@ LANE = (
             **_ANSWERS,
         },
         body=TaskIn,
+        check=_client_key,
         tag="tasks",
     ),
     lane.Route(
@@ -164,6 +165,7 @@ LANE = (
             "cursor": "The `cursor` of the previous page.",
             "limit": "Tasks per page, from 1 to 500; default 50.",
         },
+        check=_client_key,
         tag="tasks",
     ),
     lane.Route(
@@ -172,6 +174,7 @@ LANE = (
         get_task,
         "Get a task",
         {200: "The task.", 404: "No such task.", **_ANSWERS},
+        check=_client_key,
         tag="tasks",
     ),
     lane.Route(
@@ -181,6 +184,7 @@ LANE = (
         "Report a task's progress",
         {200: "Whether it was recorded.", 404: "No such task.", 422: "Not a progress report.", **_ANSWERS},
         body=ProgressIn,
+        check=_client_key,
         tag="tasks",
     ),
 )
