@@ -2,9 +2,9 @@
 
 Two ways, both for apps that can reach the database the Stepline servers use:
 
-- ``connect(client, url)``: ``client.tasks`` and ``client.send`` go straight to the database for
-  as long as the returned runtime runs (``async with``), one round trip per enqueue instead of a
-  request to a server that then writes it;
+- ``connect(client, url)``: ``client.tasks`` goes straight to the database for as long as the
+  returned runtime runs (``async with``), one round trip per enqueue instead of a request to a
+  server that then writes it (``client.send`` still goes to a server);
 - ``enqueue_in(conn, ...)``: one task inside the application's own transaction.
 
 Transactional enqueue: a tracked task written inside the application's own PostgreSQL transaction.
@@ -36,18 +36,20 @@ from typing import Any
 import psycopg
 
 from stepline import errors
-from stepline.engine import core, direct, ingest, registry, synced
+from stepline.engine import direct, ingest, registry, synced
 from stepline.engine import tasks as engine_tasks
 from stepline.sdk import client as client_
 from stepline.sdk import events as events_
 from stepline.sdk import tasks as sdk_tasks
+from stepline.storage import records
 from stepline.storage.postgres import transaction as pg_tx
 
 __all__ = ["connect", "enqueue_in"]
 
 
 def connect(client: client_.Stepline, database_url: str, *, pool_size: int = 4) -> direct.DirectRuntime:
-    """Send ``client.tasks`` and ``client.send`` straight to Stepline's PostgreSQL database.
+    """Send ``client.tasks`` straight to Stepline's PostgreSQL database (``client.send`` still
+    goes to a server).
 
     Start it for as long as the app serves requests, in its lifespan::
 
@@ -57,8 +59,10 @@ def connect(client: client_.Stepline, database_url: str, *, pool_size: int = 4) 
     Enqueues then write the task, its quota use, event and runs from this process, the way the
     server would (the servers' executors are woken by the commit and run them); reads, streams,
     cancels and progress reports go to the database too. The server must have migrated the
-    database and the app must be synced, as for any enqueue. ``ConfigurationError`` for a URL
-    that is not PostgreSQL.
+    database (``MigrationError`` otherwise: the app changes no schema) and the app must be synced,
+    as for any enqueue; the hosts' clocks must agree. A database that cannot be reached raises
+    ``EventSendError``, as an unreachable server does. ``ConfigurationError`` for a URL that is
+    not PostgreSQL.
     """
     return direct.DirectRuntime(client, database_url, pool_size=pool_size)
 
@@ -102,45 +106,41 @@ async def enqueue_in(
 async def _enqueue(
     conn: psycopg.AsyncConnection[Any], request: engine_tasks.TaskRequest, now: int
 ) -> engine_tasks.Enqueued:
-    synced_ = _synced(conn)
+    where = pg_tx.describe(conn.info.dsn)
     task_id: str | None = None
     if conn.autocommit or conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
         # One statement, no savepoint: ``stepline_create_task`` writes nothing when it refuses
         # (quota, a taken id, functions changed since they were read), so the application's
         # transaction carries on either way; alone on an autocommit connection the call is its
         # own transaction.
-        tx = pg_tx.PostgresTransaction(conn, pg_tx.shared_queries(), pg_tx.describe(conn.info.dsn))
-        if synced_.fingerprint is None:
-            synced_.load(await pg_tx.functions_in(tx))
-        for _ in range(core.STALE_PLANS):
-            ingestor = ingest.Ingestor(synced_.registry)
-            plan = engine_tasks.plan_task(ingestor, request, now, task_id=task_id, functions=synced_.fingerprint)
-            if plan is None:
-                break
-            task_id = plan.task.id
-            outcome = await tx.create_task(plan)
-            if outcome.stale:
-                synced_.load(await pg_tx.functions_in(tx))
-                continue
-            enqueued = engine_tasks.planned_result(request, plan, outcome)
-            if enqueued is not None:
-                return enqueued
-            break
+        tx = pg_tx.PostgresTransaction(conn, pg_tx.shared_queries(), where)
+        if where not in _SNAPSHOTS:
+            await _reload(tx)
+
+        def plan(previous: str | None) -> records.TaskPlan | None:
+            fingerprint, functions = _SNAPSHOTS[where]  # read once: the two belong together
+            ingestor = ingest.Ingestor(functions)
+            return engine_tasks.plan_task(ingestor, request, now, task_id=previous, functions=fingerprint)
+
+        enqueued, task_id = await engine_tasks.create_planned(request, plan, tx.create_task, lambda: _reload(tx))
+        if enqueued is not None:
+            return enqueued
     async with pg_tx.borrowed_transaction(conn) as tx:
-        if synced_.fingerprint is None or await tx.functions_fingerprint() != synced_.fingerprint:
-            synced_.load(await pg_tx.functions_in(tx))
-        return await engine_tasks.enqueue(tx, ingest.Ingestor(synced_.registry), request, now)
+        known = _SNAPSHOTS.get(where)
+        if known is None or await tx.functions_fingerprint() != known[0]:
+            await _reload(tx)
+        ingestor = ingest.Ingestor(_SNAPSHOTS[where][1])
+        if task_id is None:  # nothing planned yet (an idle connection, or flow control)
+            return await engine_tasks.enqueue(tx, ingestor, request, now)
+        return await engine_tasks.enqueue_stepwise(tx, ingestor, request, now, task_id=task_id)
 
 
-_SYNCED: dict[str, synced.SyncedFunctions] = {}
-"""Per database (``host:port/dbname``): the synced functions as last read. Plans carry their
-fingerprint, and ``stepline_create_task`` refuses a plan once the table changed, so they are
-read again only then: an enqueue is one statement."""
+_SNAPSHOTS: dict[str, tuple[records.FunctionsFingerprint, registry.Registry]] = {}
+"""Per database (``host:port/dbname``): the synced functions as last read, with their
+fingerprint, replaced together in one assignment (applications may enqueue from several threads
+and loops). Plans carry the fingerprint, and ``stepline_create_task`` refuses a plan once the
+table changed, so the functions are read again only then: an enqueue is one statement."""
 
 
-def _synced(conn: psycopg.AsyncConnection[Any]) -> synced.SyncedFunctions:
-    where = pg_tx.describe(conn.info.dsn)
-    found = _SYNCED.get(where)
-    if found is None:
-        found = _SYNCED[where] = synced.SyncedFunctions(registry.Registry())
-    return found
+async def _reload(tx: pg_tx.PostgresTransaction) -> None:
+    _SNAPSHOTS[tx.where] = synced.snapshot(await pg_tx.functions_in(tx))

@@ -26,10 +26,6 @@ from stepline.storage import open_store, records, store
 
 logger = logging.getLogger("stepline.engine")
 
-STALE_PLANS = 3
-"""Times one enqueue plans again after another process changed the synced functions meanwhile;
-the last time writes without checking (a sync storm must not stop enqueues)."""
-
 
 class EngineCore:
     """Runs the functions of ``registry`` durably on ``database_url`` (SQLite or PostgreSQL).
@@ -259,24 +255,20 @@ class EngineCore:
         ``QuotaExceeded`` when the owner has no use left: then nothing at all was written.
         """
         now = self.clock.now_ms()
-        task_id: str | None = None
-        for _ in range(STALE_PLANS):
-            plan = tasks.plan_task(self._ingestor, request, now, task_id=task_id, functions=self._planned_from())
-            if plan is None:
-                break
-            task_id = plan.task.id
-            outcome = await self.store.create_task(plan)  # no flow control: one call writes it all
-            if outcome.stale:  # another process synced functions since this one read them
-                await self._reload_functions()
-                continue
-            enqueued = tasks.planned_result(request, plan, outcome)
-            if enqueued is not None:
-                return enqueued
-            break
-        for attempt in range(STALE_PLANS):  # the general path, under the same check
+        enqueued, task_id = await tasks.create_planned(
+            request,
+            lambda task_id: tasks.plan_task(
+                self._ingestor, request, now, task_id=task_id, functions=self._planned_from()
+            ),
+            self.store.create_task,
+            self._reload_functions,
+        )
+        if enqueued is not None:
+            return enqueued
+        for attempt in range(tasks.STALE_PLANS):  # the general path, under the same check
             async with self.store.transaction() as tx:
                 planned_from = self._planned_from()
-                last = attempt == STALE_PLANS - 1
+                last = attempt == tasks.STALE_PLANS - 1
                 if last or planned_from is None or await tx.functions_fingerprint() == planned_from:
                     return await tasks.enqueue_stepwise(tx, self._ingestor, request, now, task_id=task_id)
             await self._reload_functions()

@@ -6,10 +6,12 @@ Stepline server, which writes the task. When the app can reach the server's Post
 writes the same rows from the app's process instead: the same planning and the same
 ``Store.create_task`` as the server, one round trip to PostgreSQL, whose ``NOTIFY`` at commit
 wakes the servers' executors. ``client.tasks`` (enqueue, get, list, stream, cancel, progress)
-and ``client.send`` go to it once it is started with the client.
+goes to it once it is started with the client; ``client.send`` still goes to a server. Times
+(a task's deadline, its run's first item) come from the app host's clock, as with
+``enqueue_in``: hosts must keep their clocks in sync, or runs wait for the difference.
 
-It executes nothing: no executor, cron or sweeper (``executes = False``); the servers run the
-work, and ``client.send`` still goes to a server. It plans runs from the functions apps synced
+It executes nothing: no executor, cron or sweeper (``executes = False``), and it changes no
+schema (it refuses one that is not its own); the servers run the work. It plans runs from the functions apps synced
 into the database, read at start and read again whenever the store finds that they changed
 since (a plan carries their fingerprint: ``records.TaskPlan.functions``), so a task is never
 planned from functions older than the database's. SQLite is refused: its database belongs to
@@ -18,8 +20,11 @@ one server process.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from stepline import errors
-from stepline.engine import core, synced
+from stepline.engine import core, synced, task_stream
 from stepline.engine import link as link_
 from stepline.engine import registry as registry_
 from stepline.sdk import client as client_
@@ -44,7 +49,7 @@ class DirectRuntime(core.EngineCore):
 
     async def _on_open(self) -> None:
         await self._synced.reload(self.store)
-        self.client.attach_sender(None, link_.ClientLink(self))  # events still go to a server
+        self.client.attach_sender(None, _DirectLink(self, stream_poll_s=task_stream.POLL_S))  # events go to a server
 
     async def _on_close(self) -> None:
         self.client.attach_sender(None)
@@ -54,3 +59,16 @@ class DirectRuntime(core.EngineCore):
 
     async def _reload_functions(self) -> None:
         await self._synced.reload(self.store)
+
+
+class _DirectLink(link_.ClientLink):
+    """``client.tasks`` for apps: a database that cannot be reached is ``EventSendError``, the
+    error the same calls raise over HTTP when the server cannot be reached, so a route that
+    answers 503 for one answers 503 for the other."""
+
+    @contextlib.contextmanager
+    def _answering(self) -> Iterator[None]:
+        try:
+            yield
+        except errors.StorageError as exc:
+            raise errors.EventSendError(f"the Stepline database is unavailable: {exc}") from exc

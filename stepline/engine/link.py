@@ -8,7 +8,8 @@ operations, with no HTTP in between.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+import contextlib
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from stepline import errors
@@ -25,15 +26,28 @@ class ClientLink:
     """Delivers ``client.send`` and ``client.tasks`` to an engine in this process, from its loop
     or a worker thread (sync functions and sync routes call the ``*_sync`` twins)."""
 
-    def __init__(self, engine: core.EngineCore) -> None:
+    def __init__(self, engine: core.EngineCore, *, stream_poll_s: float = STREAM_POLL_S) -> None:
         self._engine = engine
+        self._stream_poll_s = stream_poll_s
 
     def _on_loop(self, call: Coroutine[Any, Any, T]) -> T:
         loop = self._engine.loop
         if loop is None:
             call.close()
             raise errors.ConfigurationError("the engine is not started")
+        with contextlib.suppress(RuntimeError):  # no loop runs in this thread: the usual case
+            if asyncio.get_running_loop() is loop:
+                call.close()
+                raise errors.ConfigurationError(
+                    "a *_sync call was made on the event loop's own thread, where it would wait for "
+                    "itself forever: await the async method instead"
+                )
         return asyncio.run_coroutine_threadsafe(call, loop).result()
+
+    @contextlib.contextmanager
+    def _answering(self) -> Iterator[None]:
+        """Around each call: how a database failure reaches the caller (as it is, by default)."""
+        yield
 
     async def send_events(self, events: list[dict[str, Any]]) -> list[str]:
         return (await self._engine.send_wire(events)).event_ids
@@ -42,14 +56,16 @@ class ClientLink:
         return self._on_loop(self.send_events(events))
 
     async def enqueue_task(self, body: dict[str, Any]) -> dict[str, Any]:
-        enqueued = await self._engine.enqueue_task(tasks.request_from_body(body))
+        with self._answering():
+            enqueued = await self._engine.enqueue_task(tasks.request_from_body(body))
         return tasks.task_body(enqueued.task)
 
     def enqueue_task_sync(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._on_loop(self.enqueue_task(body))
 
     async def get_task(self, task_id: str) -> dict[str, Any] | None:
-        task = await self._engine.get_task(task_id)
+        with self._answering():
+            task = await self._engine.get_task(task_id)
         return None if task is None else tasks.task_body(task)
 
     def get_task_sync(self, task_id: str) -> dict[str, Any] | None:
@@ -63,13 +79,16 @@ class ClientLink:
         except ValueError:
             allowed = ", ".join(item.value for item in records.TaskStatus)
             raise errors.ConfigurationError(f"status must be one of {allowed} (got {status!r})") from None
-        return await tasks.page_body(self._engine.store, owner=owner, status=wanted, cursor=cursor, limit=limit)
+        with self._answering():
+            return await tasks.page_body(self._engine.store, owner=owner, status=wanted, cursor=cursor, limit=limit)
 
     async def cancel_task(self, task_id: str) -> dict[str, Any]:
-        return tasks.task_body(await self._engine.cancel_task(task_id))
+        with self._answering():
+            return tasks.task_body(await self._engine.cancel_task(task_id))
 
     async def report_progress(self, task_id: str, progress: float, message: str | None) -> bool:
-        return await self._engine.report_task_progress(task_id, progress, message)
+        with self._answering():
+            return await self._engine.report_task_progress(task_id, progress, message)
 
     def report_progress_sync(self, task_id: str, progress: float, message: str | None) -> bool:
         return self._on_loop(self.report_progress(task_id, progress, message))
@@ -77,6 +96,6 @@ class ClientLink:
     async def stream_task(self, task_id: str) -> AsyncIterator[dict[str, Any]]:
         task = await self._engine.require_task(task_id)
         yield tasks.task_body(task)
-        async for change in task_stream.follow(self._engine.store, task, STREAM_POLL_S):
+        async for change in task_stream.follow(self._engine.store, task, self._stream_poll_s):
             if change is not None:
                 yield tasks.task_body(change)

@@ -32,16 +32,29 @@ class SyncedFunctions:
 
     def load(self, found: list[records.FunctionRecord]) -> bool:
         """Rebuild the registry from ``found`` (every synced function) if it changed; True when it did."""
-        self.fingerprint = records.FunctionsFingerprint.of(found)
+        fingerprint = records.FunctionsFingerprint.of(found)
         signature = tuple((record.id, record.updated_at) for record in found)
-        if signature == self._signature:
-            return False
-        specs: list[registry_.FunctionSpec] = []
-        for record in found:
-            try:
-                specs.append(registry_.FunctionSpec.from_config(record.config, record.app_id))
-            except errors.ConfigurationError as exc:
-                logger.error("function %s is stored with an unusable configuration: %s", record.id, exc)
-        self.registry.replace(specs)
-        self._signature = signature
-        return True
+        changed = signature != self._signature
+        if changed:
+            self.registry.replace(specs_of(found))
+            self._signature = signature
+        # Only now, after the registry: a plan that reads the new fingerprint plans from the new
+        # functions (one that reads the old fingerprint with new functions is merely refused).
+        self.fingerprint = fingerprint
+        return changed
+
+
+def snapshot(found: list[records.FunctionRecord]) -> tuple[records.FunctionsFingerprint, registry_.Registry]:
+    """The fingerprint of ``found`` and a registry of their own, to be swapped together (one
+    assignment) where threads share them."""
+    return records.FunctionsFingerprint.of(found), registry_.Registry(specs_of(found))
+
+
+def specs_of(found: list[records.FunctionRecord]) -> list[registry_.FunctionSpec]:
+    specs: list[registry_.FunctionSpec] = []
+    for record in found:
+        try:
+            specs.append(registry_.FunctionSpec.from_config(record.config, record.app_id))
+        except errors.ConfigurationError as exc:
+            logger.error("function %s is stored with an unusable configuration: %s", record.id, exc)
+    return specs

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import ulid
@@ -182,6 +183,36 @@ async def enqueue_stepwise(
     if turned_away is not None:
         await _finish(tx, task, records.TaskStatus.FAILED, now, error=turned_away)
     return Enqueued(task, created=True)
+
+
+STALE_PLANS = 3
+"""Plans of one enqueue on each path (one call, then the general path) refused because another
+process changed the synced functions meanwhile; the general path's last try is not checked, so
+that a storm of syncs cannot stop enqueues."""
+
+
+async def create_planned(
+    request: TaskRequest,
+    plan: Callable[[str | None], records.TaskPlan | None],
+    create: Callable[[records.TaskPlan], Awaitable[records.TaskPlanOutcome]],
+    reload: Callable[[], Awaitable[None]],
+) -> tuple[Enqueued | None, str | None]:
+    """Plan the task (``plan`` with the id of the previous plan, None at first) and write it in
+    one call (``create``), planning again after ``reload`` while the store says the synced
+    functions changed. Returns the task, or None and the task id for the general path
+    (``enqueue_stepwise``): a function with flow control, pauses to match, or stale plans."""
+    task_id: str | None = None
+    for _ in range(STALE_PLANS):
+        planned = plan(task_id)
+        if planned is None:
+            return None, task_id
+        task_id = planned.task.id
+        outcome = await create(planned)
+        if outcome.stale:
+            await reload()
+            continue
+        return planned_result(request, planned, outcome), task_id
+    return None, task_id
 
 
 def plan_task(

@@ -203,6 +203,10 @@ async def test_quota_and_bad_input_are_refused_as_over_http(postgres_url: str) -
             await app.tasks.enqueue(kind="k", owner="alice", event=event(), quota=quota)
         with pytest.raises(errors.TaskNotFoundError):
             await app.tasks.cancel("01J00000000000000000000000")
+        with pytest.raises(errors.ConfigurationError, match="ULID"):
+            await app.tasks.enqueue(kind="k", owner="alice", event=event(), id="not-a-ulid")
+        with pytest.raises(errors.ConfigurationError, match="pending_timeout"):
+            await app.tasks.enqueue(kind="k", owner="alice", event=event(), pending_timeout=0.5)
         counted = await written(engine.store)
 
     assert counted == (1, 1, 1)
@@ -249,3 +253,26 @@ async def test_connect_migrates_nothing_and_refuses_a_database_no_server_migrate
     finally:
         drop_postgres_database(name)
     assert tables == (0,)
+
+
+async def test_a_database_that_went_away_is_event_send_error_as_a_server_would_be(postgres_url: str) -> None:
+    """Routes written against the HTTP contract catch ``EventSendError`` to answer 503."""
+    app = stepline.Stepline(app_id="direct-down")
+    async with stepline.tasks.connect(app, postgres_url):
+        name = postgres_url.rsplit("/", 1)[1]
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:  # every connection ends
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        try:
+            with pytest.raises(errors.EventSendError, match="Stepline database is unavailable"):
+                await app.tasks.enqueue(kind="k", owner="alice", event=event())
+        finally:
+            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+                admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+
+
+async def test_a_sync_call_on_the_loops_own_thread_is_refused_instead_of_hanging(postgres_url: str) -> None:
+    app = stepline.Stepline(app_id="direct-same-thread")
+    async with stepline.tasks.connect(app, postgres_url):
+        with pytest.raises(errors.ConfigurationError, match="await the async method"):
+            app.tasks.get_sync("01J00000000000000000000000")
