@@ -12,10 +12,17 @@ HTTP client (``bench.http.RawClient``), exactly as ``bench/enqueue.py``'s route 
 call followed (untimed) by a wait until its job ended, so that each call meets an idle system:
 
 * **stepline-sqlite**, **stepline-postgres**: ``examples/roleready`` and ``stepline dev``;
-  ``client.tasks.enqueue`` writes the task, its quota use, event and run in one transaction;
+  ``client.tasks.enqueue`` asks the server, which writes the task, its quota use, event and run
+  in one transaction;
+* **stepline-postgres-direct**: the same, the app writing the task itself in the server's
+  database (``stepline.tasks.connect``), as procrastinate and DBOS write from the app;
 * **procrastinate**, **dbos**, **celery**: the same route handing the work to the peer
   (``bench/peer_app.py``, which says what each peer writes; each does less than a tracked task).
-  procrastinate and DBOS use PostgreSQL, Celery a Redis broker (``--redis-url``).
+  procrastinate and DBOS use PostgreSQL, Celery a Redis broker (``--redis-url``);
+* **floor**: the same route INSERTing one row into a table of PostgreSQL and nothing else (no
+  queue, nothing runs it; each call followed by 10 ms idle instead of a wait): what any durable
+  enqueue on PostgreSQL costs at least on this machine. The distance of a case from it is what
+  its queue adds.
 
 Printed per case: p50 / p99 / max / mean in ms, and the ratio of each p50 and p99 to Stepline's
 on PostgreSQL. A case whose peer is not installed or whose service is unreachable is skipped
@@ -48,9 +55,13 @@ from bench import enqueue as bench_enqueue
 from bench import http as bench_http
 from bench import support
 
-CASES = ("stepline-sqlite", "stepline-postgres", "procrastinate", "dbos", "celery")
+CASES = ("stepline-sqlite", "stepline-postgres", "stepline-postgres-direct", "procrastinate", "dbos", "celery", "floor")
 PEER_MODULES = {"procrastinate": "procrastinate", "dbos": "dbos", "celery": "celery"}
 POLL_S = 0.002
+FLOOR_IDLE_S = 0.01
+"""How long the floor case leaves the machine idle after each call, in place of a job to wait
+for: about as long as the other cases' waits for their jobs, so that each call meets a machine
+as idle as theirs do."""
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -59,13 +70,15 @@ Settle = Callable[[str], Awaitable[None]]
 
 @asynccontextmanager
 async def stepline_case(
-    backend: str, args: argparse.Namespace, databases: bench_enqueue.Databases
+    backend: str, direct: bool, args: argparse.Namespace, databases: bench_enqueue.Databases
 ) -> AsyncIterator[tuple[str, Path, Settle]]:
-    server, server_url = bench_enqueue.start_server(
-        databases.fresh(backend, "peers-server"), backend, databases.tmp, None
-    )
+    name = "peers-server-direct" if direct else "peers-server"
+    server_database = databases.fresh(backend, name)
+    server, server_url = bench_enqueue.start_server(server_database, backend, databases.tmp, None)
     try:
-        app, app_url = bench_enqueue.start_app(server_url, backend, databases.tmp, None)
+        app, app_url = bench_enqueue.start_app(
+            server_url, backend, databases.tmp, None, direct_database=server_database if direct else None
+        )
         try:
             bench_http.sync_app(server_url, app_url)
             reader = stepline.Stepline(app_id="bench-peers", base_url=server_url, is_dev=True)
@@ -117,6 +130,13 @@ async def peer_case(
 @asynccontextmanager
 async def peer_settler(peer: str, url: str) -> AsyncIterator[Settle]:
     """Waits until the peer's job ended, reading the peer's own store as its clients would."""
+    if peer == "floor":
+
+        async def idle(_: str) -> None:
+            await asyncio.sleep(FLOOR_IDLE_S)
+
+        yield idle
+        return
     if peer == "celery":
         import redis.asyncio
 
@@ -180,7 +200,7 @@ def unavailable(case: str, args: argparse.Namespace) -> str | None:
 
 async def run_case(case: str, args: argparse.Namespace, databases: bench_enqueue.Databases) -> list[float]:
     opened = (
-        stepline_case(case.removeprefix("stepline-"), args, databases)
+        stepline_case(case.split("-")[1], case.endswith("-direct"), args, databases)
         if case.startswith("stepline-")
         else peer_case(case, args, databases)
     )
@@ -190,12 +210,16 @@ async def run_case(case: str, args: argparse.Namespace, databases: bench_enqueue
 
 def report(found: dict[str, list[float]]) -> None:
     base = found.get("stepline-postgres")
+    floor = found.get("floor")
     for case, samples in found.items():
         line = bench_enqueue.Figures(case, samples).line()
         if base is not None and case != "stepline-postgres":
             p50 = bench_http.percentile(samples, 50) / bench_http.percentile(base, 50)
             p99 = bench_http.percentile(samples, 99) / bench_http.percentile(base, 99)
             line += f"   vs stepline-postgres: p50 x{p50:.2f}, p99 x{p99:.2f}"
+        if floor is not None and case != "floor":
+            above = bench_http.percentile(samples, 50) - bench_http.percentile(floor, 50)
+            line += f"   p50 {above:+.2f} ms over the floor"
         print(line)
 
 

@@ -466,6 +466,19 @@ class RawClient:
             raise
 
     async def _exchange(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> RawReply:
+        reused = self._streams is not None
+        try:
+            return await self._exchange_once(method, path, body, headers)
+        except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+            partial = exc.partial if isinstance(exc, asyncio.IncompleteReadError) else b""
+            if not reused or partial:
+                raise
+            # The server closed the idle keep-alive connection as the request went out (uvicorn
+            # does after 5 s without a request): nothing was answered, so send it on a new one.
+            self._drop()
+            return await self._exchange_once(method, path, body, headers)
+
+    async def _exchange_once(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> RawReply:
         if self._streams is None:
             self._streams = await asyncio.open_connection(self._host, self._port)
         reader, writer = self._streams

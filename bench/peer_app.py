@@ -2,7 +2,7 @@
 
 ::
 
-    BENCH_PEER=procrastinate|dbos|celery BENCH_PEER_URL=... ROLEREADY_DATABASE=... \\
+    BENCH_PEER=procrastinate|dbos|celery|floor BENCH_PEER_URL=... ROLEREADY_DATABASE=... \\
         uvicorn bench.peer_app:app
 
 The same route as ``examples/roleready``: bearer auth and the ownership check against the same
@@ -14,11 +14,14 @@ work is handed to a peer instead of ``client.tasks.enqueue``:
 * **DBOS**: ``Queue.enqueue_async`` of a three-step workflow, a row in ``workflow_status`` (its
   system database on PostgreSQL); DBOS runs the queue in this process;
 * **Celery**: ``apply_async`` of a task to a Redis broker (in memory: no write reaches a disk
-  before the answer, unlike the others); the worker is its own process (``celery worker``).
+  before the answer, unlike the others); the worker is its own process (``celery worker``);
+* **floor**: no queue at all: one row INSERTed into a table of its own (PostgreSQL, autocommit,
+  so a durable commit) from a connection pool. Nothing runs the row. It is the least any
+  route that durably accepts work in PostgreSQL can cost on this machine, with this framework.
 
 Each peer does less than ``client.tasks.enqueue``: no task row of its own with a status clients
 read, no quota counted in the same transaction. The figures compare the cost of handing the work
-over from a route, nothing more. ``BENCH_PEER_URL`` is the PostgreSQL URL (procrastinate, DBOS)
+over from a route, nothing more. ``BENCH_PEER_URL`` is the PostgreSQL URL (procrastinate, DBOS, floor)
 or the Redis URL (Celery).
 """
 
@@ -112,7 +115,36 @@ def _celery() -> tuple[Enqueue, Callable[[], AbstractAsyncContextManager[None]]]
     return enqueue, running
 
 
-PEERS = {"procrastinate": _procrastinate, "dbos": _dbos, "celery": _celery}
+def _floor() -> tuple[Enqueue, Callable[[], AbstractAsyncContextManager[None]]]:
+    import uuid
+
+    import psycopg_pool
+
+    pool = psycopg_pool.AsyncConnectionPool(URL, kwargs={"autocommit": True}, min_size=2, max_size=4, open=False)
+
+    async def enqueue(owner: str, job_id: str) -> str:
+        job = str(uuid.uuid4())
+        async with pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO bench_floor_jobs (id, owner, job_id) VALUES (%s, %s, %s)", (job, owner, job_id)
+            )
+        return job
+
+    @asynccontextmanager
+    async def running() -> AsyncIterator[None]:
+        await pool.open(wait=True)
+        async with pool.connection() as conn:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS bench_floor_jobs (id TEXT PRIMARY KEY, owner TEXT NOT NULL,"
+                " job_id TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+        yield
+        await pool.close()
+
+    return enqueue, running
+
+
+PEERS = {"procrastinate": _procrastinate, "dbos": _dbos, "celery": _celery, "floor": _floor}
 if PEER not in PEERS:
     raise SystemExit(f"BENCH_PEER must be one of {', '.join(PEERS)} (got {PEER!r})")
 enqueue, running = PEERS[PEER]()
