@@ -57,6 +57,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
 
 import argparse
 import asyncio
+import collections
 import dataclasses
 import itertools
 import json
@@ -279,8 +280,13 @@ class Databases:
         self.admin_url = admin_url
         self.tmp = tmp
         self.created: list[str] = []
+        self._asked: collections.Counter[str] = collections.Counter()
 
     def fresh(self, backend: str, name: str) -> str:
+        """A new database each call, even for a name asked for before (cases run in rounds)."""
+        self._asked[name] += 1
+        if self._asked[name] > 1:
+            name = f"{name}_{self._asked[name]}"
         if backend == "sqlite":
             return f"sqlite:///{self.tmp / name}.db"
         database = f"stepline_bench_enqueue_{os.getpid()}_{name}"

@@ -3,7 +3,7 @@
 ::
 
     .venv/bin/pip install -e '.[bench]'     # procrastinate, DBOS, Celery (from PyPI)
-    .venv/bin/python bench/enqueue_peers.py [--calls 1000] [--warmup 200] [--only stepline-postgres,dbos]
+    .venv/bin/python bench/enqueue_peers.py [--calls 1000] [--warmup 200] [--rounds 1] [--only stepline-postgres,dbos]
 
 Each case starts its own app process on a free port (and whatever it needs: a ``stepline dev``
 server, a Celery worker) with fresh databases, seeds ``--users`` users with a job each into the
@@ -23,6 +23,10 @@ call followed (untimed) by a wait until its job ended, so that each call meets a
   queue, nothing runs it; each call followed by 10 ms idle instead of a wait): what any durable
   enqueue on PostgreSQL costs at least on this machine. The distance of a case from it is what
   its queue adds.
+
+With ``--rounds N`` the script goes through the cases N times, each time with ``--calls / N``
+calls (and the warm-up) on fresh processes and databases, and pools each case's samples: the
+speed of this machine drifts within minutes, and rounds spread the drift over every case alike.
 
 Printed per case: p50 / p99 / max / mean in ms, and the ratio of each p50 and p99 to Stepline's
 on PostgreSQL. A case whose peer is not installed or whose service is unreachable is skipped
@@ -228,6 +232,13 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=1000, help="timed calls per case (default 1000)")
     parser.add_argument("--warmup", type=int, default=200, help="untimed calls first (default 200)")
     parser.add_argument("--users", type=int, default=bench_enqueue.DEFAULT_USERS)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="go through the cases this many times, --calls split between the rounds, so that a drift of "
+        "the machine's speed reaches every case alike (default 1)",
+    )
     parser.add_argument("--only", default=",".join(CASES), help=f"comma-separated cases among {', '.join(CASES)}")
     parser.add_argument("--postgres-url", default=bench_enqueue.DEFAULT_POSTGRES_URL)
     parser.add_argument("--redis-url", default=os.environ.get("STEPLINE_BENCH_REDIS_URL", DEFAULT_REDIS_URL))
@@ -235,26 +246,34 @@ def main() -> int:
     cases = [case.strip() for case in args.only.split(",") if case.strip()]
     if unknown := sorted(set(cases) - set(CASES)):
         parser.error(f"unknown cases: {', '.join(unknown)}")
+    if not 1 <= args.rounds <= args.calls:
+        parser.error("--rounds must be from 1 to --calls")
+    args.calls //= args.rounds
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     found: dict[str, list[float]] = {}
     failed = False
     with tempfile.TemporaryDirectory(prefix="stepline-bench-peers-") as tmp:
         databases = bench_enqueue.Databases(args.postgres_url, Path(tmp))
         try:
-            for case in cases:
-                if reason := unavailable(case, args):
-                    print(f"{case}: skipped ({reason})")
-                    continue
-                print(f"{case}: load average {support.load_average()}", flush=True)
-                try:
-                    found[case] = asyncio.run(run_case(case, args, databases))
-                except bench_http.BenchError as exc:
-                    print(f"{case}: failed: {exc}")
-                    failed = True
+            skipped = {case: reason for case in cases if (reason := unavailable(case, args))}
+            for case, reason in skipped.items():
+                print(f"{case}: skipped ({reason})")
+            for round_number in range(1, args.rounds + 1):
+                for case in cases:
+                    if case in skipped or (case in found and not found[case]):
+                        continue  # skipped, or failed in an earlier round
+                    load = support.load_average()
+                    print(f"{case}: round {round_number} of {args.rounds}, load average {load}", flush=True)
+                    try:
+                        found.setdefault(case, []).extend(asyncio.run(run_case(case, args, databases)))
+                    except bench_http.BenchError as exc:
+                        print(f"{case}: failed: {exc}")
+                        found[case] = []
+                        failed = True
         finally:
             databases.cleanup()
     print(f"done, load average {support.load_average()}")
-    report(found)
+    report({case: samples for case, samples in found.items() if samples})
     return 1 if failed else 0
 
 
