@@ -119,18 +119,14 @@ class Contract:
         return server_tasks(self.server, owner)
 
 
-@pytest.fixture(scope="module")
-def contract(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contract]:
-    """The server and the app (a model that never fails and takes 1 s), shared by the module."""
-    directory = tmp_path_factory.mktemp("roleready")
-    server = harness.ServerProcess(module_database_url, directory / "server.log")
-    app = roleready_process(
-        server,
-        directory,
-        ROLEREADY_MODEL_LATENCY_MS="1000",
-        ROLEREADY_MODEL_FAILURE_RATE="0",
-        ROLEREADY_DAILY_LIMIT=str(CONTRACT_LIMIT),
-    )
+@contextlib.contextmanager
+def roleready_stack(
+    database_url: str, directory: Path, **settings: str
+) -> Iterator[tuple[harness.ServerProcess, harness.AppProcess, httpx.Client]]:
+    """A server on ``database_url`` and the app (``settings`` in its environment), both running
+    and synced, and a client of the app."""
+    server = harness.ServerProcess(database_url, directory / "server.log")
+    app = roleready_process(server, directory, **settings)
     server.command += ["-u", app.url]
     app.spawn()
     server.spawn()
@@ -138,6 +134,19 @@ def contract(module_database_url: str, tmp_path_factory: pytest.TempPathFactory)
         app.wait_ready()
         server.wait_healthy()
         server.api().wait_synced(["roleready-tailor-resume"])
+        yield server, app, http
+
+
+@pytest.fixture(scope="module")
+def contract(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contract]:
+    """The server and the app (a model that never fails and takes 1 s), shared by the module."""
+    with roleready_stack(
+        module_database_url,
+        tmp_path_factory.mktemp("roleready"),
+        ROLEREADY_MODEL_LATENCY_MS="1000",
+        ROLEREADY_MODEL_FAILURE_RATE="0",
+        ROLEREADY_DAILY_LIMIT=str(CONTRACT_LIMIT),
+    ) as (server, _, http):
         yield Contract(http, server)
 
 

@@ -11,37 +11,26 @@ belongs to its one server.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
 from tests.e2e import harness
-from tests.e2e.test_roleready import accepted_id, bearer, poll, roleready_process, server_tasks, tailor
+from tests.e2e.test_roleready import accepted_id, bearer, poll, roleready_stack, server_tasks, tailor
 
 
-@contextlib.contextmanager
 def direct_stack(
     database_url: str, directory: Path
-) -> Iterator[tuple[harness.ServerProcess, harness.AppProcess, httpx.Client]]:
+) -> contextlib.AbstractContextManager[tuple[harness.ServerProcess, harness.AppProcess, httpx.Client]]:
     """The server and RoleReady writing its tasks straight in the server's database, both running
     and synced, and a client of the app."""
-    server = harness.ServerProcess(database_url, directory / "server.log")
-    app = roleready_process(
-        server,
+    return roleready_stack(
+        database_url,
         directory,
         STEPLINE_DATABASE_URL=database_url,
         ROLEREADY_MODEL_LATENCY_MS="0",
         ROLEREADY_MODEL_FAILURE_RATE="0",
     )
-    server.command += ["-u", app.url]
-    app.spawn()
-    server.spawn()
-    with harness.running(app, server), httpx.Client(base_url=f"http://{harness.HOST}:{app.port}", timeout=30) as http:
-        app.wait_ready()
-        server.wait_healthy()
-        server.api().wait_synced(["roleready-tailor-resume"])
-        yield server, app, http
 
 
 def test_the_route_writes_the_task_itself_and_the_server_runs_it(postgres_url: str, tmp_path: Path) -> None:
