@@ -717,13 +717,15 @@ DELETE FROM tasks WHERE id = ANY(%(ids)s::text[]);
 -- name: expired_events
 -- Events received before the cutoff that no remaining run refers to (runs_by_event) and no task
 -- that has not ended does. An internal_id is a ULID made on receipt: before_id (the smallest
--- ULID of the cutoff) bounds a primary-key range. A task's event is received when the task is
--- created, so only tasks created before the cutoff can hold such an event: that set is read
+-- ULID of the cutoff) bounds a primary-key range, read in order until the batch is full. OFFSET 0
+-- keeps the run check a probe of runs_by_event per event: as an anti join, the planner hashes
+-- every run and sorts every old event for each batch. A task's event is received when the task
+-- is created, so only tasks created before the cutoff can hold such an event: that set is read
 -- once per batch (a hashed subplan).
 SELECT internal_id AS id
 FROM events
 WHERE internal_id < %(before_id)s AND received_at < %(before)s
-  AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.event_id = events.internal_id)
+  AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.event_id = events.internal_id OFFSET 0)
   AND internal_id NOT IN (
       SELECT event_id FROM tasks WHERE status IN ('pending', 'running') AND created_at < %(before)s
   )
@@ -736,26 +738,27 @@ DELETE FROM events WHERE internal_id = ANY(%(ids)s::text[]);
 
 -- name: purge_idempotency_keys
 -- Reservations whose window passed mean nothing any more (a claim takes them over; one that
--- waits on a row locked here inserts afresh once it is gone).
+-- waits on a row locked here inserts afresh once it is gone). The rows are deleted by ctid (a
+-- TID scan; a locked row cannot move): matched by key, the planner scans the whole table.
 DELETE FROM idempotency_keys
-WHERE (function_id, key) IN (
-    SELECT function_id, key
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid
     FROM idempotency_keys
     WHERE expires_at <= %(now)s
     ORDER BY expires_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-);
+));
 
 -- name: purge_quota_uses
 -- A use past its own window can count toward no later check made with that window; keeping it
--- for the retention period too covers a window lengthened up to that period.
+-- for the retention period too covers a window lengthened up to that period. By ctid, as above.
 DELETE FROM quota_uses
-WHERE (feature, owner, used_at, task_id) IN (
-    SELECT feature, owner, used_at, task_id
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid
     FROM quota_uses
     WHERE expires_at <= %(now)s AND used_at < %(before)s
     ORDER BY expires_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-);
+));
