@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from stepline.engine import retention
 from stepline.storage import open_store, store
 
 POSTGRES_ADMIN_URL = os.environ.get("STEPLINE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -103,3 +104,12 @@ async def db(database_url: str) -> AsyncIterator[store.Store]:
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_early_retention_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Background retention passes wait an hour in tests (5 s in production). Many tests seed rows
+    at fixed past times (``tests.server.support.NOW_MS``, June 2025) and start servers on them: a
+    pass 5 s after start would delete those rows under the test. Retention tests call
+    ``purge_history`` or ``Retention.purge`` themselves, or set the delays back."""
+    monkeypatch.setattr(retention, "FIRST_PASS_S", 3600.0)

@@ -121,6 +121,14 @@ def _server_options(dev: bool) -> Callable[[F], F]:
                 "[STEPLINE_DASHBOARD_TOKEN].",
             ),
             click.option(
+                "--retention",
+                envvar="STEPLINE_RETENTION",
+                default="7d",
+                show_default=True,
+                help="How long finished runs, tasks and events are kept, such as 7d, 12h or 30m; 0 or off "
+                "keeps them forever [STEPLINE_RETENTION].",
+            ),
+            click.option(
                 "--otel",
                 envvar="STEPLINE_OTEL",
                 is_flag=True,
@@ -157,6 +165,7 @@ def _serve(dev: bool, **options: Any) -> None:
             concurrency=options["concurrency"],
             dashboard_token=options["dashboard_token"] or None,
             otel=options["otel"],
+            retention=settings_.parse_retention(options["retention"]),
         )
     except errors.ConfigurationError as exc:
         _fail(str(exc), 2)

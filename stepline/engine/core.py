@@ -21,6 +21,7 @@ from stepline.engine import clock as clock_
 from stepline.engine import cron as cron_
 from stepline.engine import dispatch, executor, ingest, observe, retry, sweeper, tasks, transitions, views
 from stepline.engine import registry as registry_
+from stepline.engine import retention as retention_
 from stepline.protocol import models
 from stepline.storage import open_store, records, store
 
@@ -32,12 +33,14 @@ class EngineCore:
 
     ``concurrency`` bounds calls in flight; ``lease`` is how long a claimed item stays
     exclusive without a heartbeat; ``poll_interval`` is the fallback scan period (wake-ups
-    are immediate in-process and through ``LISTEN/NOTIFY`` on PostgreSQL).
+    are immediate in-process and through ``LISTEN/NOTIFY`` on PostgreSQL). ``retention`` is how
+    long finished history is kept (``engine.retention``: a ``timedelta`` or a time string such
+    as ``"7d"``; None or ``"off"`` keeps it forever).
     """
 
     executes = True
     """False for a runtime that only writes and reads (``engine.direct``): it starts no executor,
-    cron scheduler or sweeper, registers no cron schedules and migrates nothing (it refuses a
+    cron scheduler, sweeper or retention, registers no cron schedules and migrates nothing (it refuses a
     schema other than its own); servers do all of that."""
 
     def __init__(
@@ -52,6 +55,7 @@ class EngineCore:
         checkpointing: bool = True,
         clock: clock_.Clock | None = None,
         background: bool = True,
+        retention: timedelta | str | None = retention_.DEFAULT,
     ) -> None:
         if concurrency < 1:
             raise errors.ConfigurationError(f"concurrency must be at least 1 (got {concurrency})")
@@ -66,10 +70,12 @@ class EngineCore:
         self._pool_size = pool_size
         self._checkpointing = checkpointing
         self._background = background
+        self._retention_period = retention_.parse(retention)
         self._db: store.Store | None = None
         self._executor: executor.Executor | None = None
         self._cron: cron_.CronScheduler | None = None
         self._sweeper: sweeper.Sweeper | None = None
+        self._retention: retention_.Retention | None = None
         self._ingestor = ingest.Ingestor(self.registry)
         self._tasks: list[asyncio.Task[None]] = []
         self._run_ended = asyncio.Event()
@@ -140,9 +146,13 @@ class EngineCore:
         )
         self._cron = cron_.CronScheduler(self._db, self.registry, self._ingestor, self.clock)
         self._sweeper = sweeper.Sweeper(self._db, self._ingestor, self.clock, on_swept=self._note_task_swept)
+        if self._retention_period is not None:
+            self._retention = retention_.Retention(self._db, self.clock, self._retention_period)
         await self._register_crons()
         if self._background:
             jobs = [self._executor.run_forever(), self._cron_loop(), self._sweep_loop(), *self._background_jobs()]
+            if self._retention is not None:
+                jobs.append(self._retention.run_forever())
             self._tasks = [asyncio.create_task(job) for job in jobs]
 
     async def stop(self, grace: timedelta = timedelta(seconds=10)) -> None:
@@ -156,6 +166,7 @@ class EngineCore:
         await self._on_close()
         await self._db.close()
         self._db = None
+        self._retention = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -235,6 +246,19 @@ class EngineCore:
             processed += done
             if not fired and not swept and done == 0:
                 return processed
+
+    @property
+    def retention(self) -> timedelta | None:
+        """How long finished history is kept (None: forever)."""
+        return self._retention_period
+
+    async def purge_history(self) -> dict[str, int]:
+        """Delete finished history older than ``retention`` now, as the background pass does every
+        minute; returns the rows deleted per table (nothing when retention is off). Not part of
+        ``run_until_idle``: a test advancing its clock by days keeps the runs it looks at."""
+        if self._executor is None:
+            raise errors.ConfigurationError("the engine is not started")
+        return {} if self._retention is None else await self._retention.purge()
 
     async def rerun(self, run_id: str) -> str:
         """Start a new run of the same function with the same triggering events; returns its id."""

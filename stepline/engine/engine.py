@@ -19,6 +19,7 @@ from stepline.engine import clock as clock_
 from stepline.engine import core, dispatch, views
 from stepline.engine import link as link_
 from stepline.engine import registry as registry_
+from stepline.engine import retention as retention_
 from stepline.sdk import client as client_
 from stepline.sdk import events as events_
 from stepline.sdk import function as function_
@@ -48,6 +49,7 @@ class Engine(core.EngineCore):
         checkpointing: bool = True,
         clock: clock_.Clock | None = None,
         background: bool = True,
+        retention: timedelta | str | None = retention_.DEFAULT,
     ) -> None:
         specs, self._local_functions = registry_.specs_for(functions)
         for fn in self._local_functions.values():
@@ -65,6 +67,7 @@ class Engine(core.EngineCore):
             checkpointing=checkpointing,
             clock=clock,
             background=background,
+            retention=retention,
         )
         self.client = client
 

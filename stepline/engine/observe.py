@@ -2,8 +2,8 @@
 OpenTelemetry spans.
 
 The executor and the applier call one function here per event of interest (a run ended, a step
-recorded, a call to an app failed to arrive, a sweeper acted), one line at each call site, so
-the engine's logic does not change with what is measured. Counters live in this process's
+recorded, a call to an app failed to arrive, a sweeper acted, retention deleted rows), one line
+at each call site, so the engine's logic does not change with what is measured. Counters live in this process's
 ``REGISTRY`` (``GET /metrics`` serves it with the gauges read from the database at scrape
 time); with several servers, Prometheus sums them.
 
@@ -45,6 +45,16 @@ SWEEPER_ACTIONS = prometheus_client.Counter(
     "stepline_sweeper_actions", "Actions of the task sweeper, by action.", ["action"], registry=REGISTRY
 )
 
+RETENTION_DELETED = prometheus_client.Counter(
+    "stepline_retention_deleted_rows",
+    "Rows of finished history retention deleted, by table.",
+    ["table"],
+    registry=REGISTRY,
+)
+RETENTION_FAILURES = prometheus_client.Counter(
+    "stepline_retention_failures", "Retention passes that failed (retried at the next pass).", registry=REGISTRY
+)
+
 _tracer: Any = None
 
 
@@ -67,6 +77,15 @@ def dispatch_error(error_name: str) -> None:
 def sweeper_action(action: str) -> None:
     """For the task sweeper: count one action (e.g. ``timed_out``, ``failed``)."""
     SWEEPER_ACTIONS.labels(action).inc()
+
+
+def retention_deleted(table: str, count: int) -> None:
+    """For retention: ``count`` rows of ``table`` deleted."""
+    RETENTION_DELETED.labels(table).inc(count)
+
+
+def retention_failed() -> None:
+    RETENTION_FAILURES.inc()
 
 
 # OpenTelemetry (optional)

@@ -35,6 +35,7 @@ class ServerRuntime(core.EngineCore):
             pool_size=settings.pool_size,
             poll_interval=timedelta(seconds=1),
             checkpointing=False,
+            retention=settings.retention,
         )
         self.settings = settings
         self._http = http_dispatch.HttpTransport(signing_key=settings.signing_key, timeout_s=settings.call_timeout_s)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import importlib.util
 import ipaddress
 import os
 
 from stepline import errors
+from stepline.engine import retention as retention_
 from stepline.protocol import signing
 
 DEFAULT_PORT = 8288
 DEFAULT_DEV_DATABASE_URL = "sqlite:///.stepline/dev.db"
 MIN_DASHBOARD_TOKEN = 16
+DEFAULT_RETENTION = retention_.DEFAULT
 
 
 @functools.lru_cache(maxsize=16)
@@ -51,6 +54,9 @@ class ServerSettings:
     """Required to open the dashboard (a login form, or ``Authorization: Bearer``); also accepted by ``/v1``."""
     otel: bool = False
     """Emit OpenTelemetry spans per run and step through the global tracer provider (the ``otel`` extra)."""
+    retention: datetime.timedelta | None = DEFAULT_RETENTION
+    """How long finished runs, tasks and events are kept (``engine.retention``); None keeps them forever.
+    ``parse_retention`` reads the flag's text; the engine checks the value (at least a minute)."""
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -106,3 +112,8 @@ class ServerSettings:
         """Bound to a non-loopback address without a dashboard token: the dashboard is not served,
         and ``/v1`` answers only callers presenting a credential."""
         return not self.is_local_only and not self.dashboard_token
+
+
+def parse_retention(text: str) -> datetime.timedelta | None:
+    """``--retention``/``STEPLINE_RETENTION``: a time string (``7d``, ``12h``, ``30m``), or ``0``/``off``."""
+    return retention_.parse(text, "--retention")

@@ -453,3 +453,12 @@ class RunConcurrency:
     limit1: int
     key2: str | None = None
     limit2: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Purged:
+    """What one batch of retention deleted (``Store.purge_*``): rows per table, and whether the
+    batch was full, so that more may be waiting (another call deletes the next batch)."""
+
+    rows: dict[str, int]
+    full: bool

@@ -350,6 +350,32 @@ class Store(Protocol):
         """A run's queued work: sleeps, step retries, its next call."""
         ...
 
+    # retention (``engine.retention``): each call deletes one batch in a transaction of its own;
+    # ``full`` says more may wait. Concurrent callers (several servers) take disjoint batches.
+    async def purge_runs(self, before: int, limit: int) -> records.Purged:
+        """Delete up to ``limit`` runs that ended before ``before`` (epoch ms), oldest first, with
+        their steps, queue items, pauses and concurrency keys; never a run whose task has not ended."""
+        ...
+
+    async def purge_tasks(self, before: int, limit: int) -> records.Purged:
+        """Delete up to ``limit`` tasks that ended before ``before``, with their change log; never
+        one that a run which has not ended still drives. Their quota uses stay (``purge_quota_uses``)."""
+        ...
+
+    async def purge_events(self, before: int, limit: int) -> records.Purged:
+        """Delete up to ``limit`` events received before ``before`` that no remaining run, and no
+        task that has not ended, refers to."""
+        ...
+
+    async def purge_idempotency_keys(self, now: int, limit: int) -> records.Purged:
+        """Delete up to ``limit`` idempotency reservations that expired by ``now``."""
+        ...
+
+    async def purge_quota_uses(self, now: int, before: int, limit: int) -> records.Purged:
+        """Delete up to ``limit`` quota uses whose own window ended by ``now`` and that were taken
+        before ``before`` (so a window lengthened up to the retention period still counts them)."""
+        ...
+
     # wake-ups
     async def wait_for_work(self, timeout: float) -> None:
         """Return when work may be ready, or after ``timeout`` seconds.

@@ -506,7 +506,9 @@ FROM quota_uses
 WHERE feature = %(feature)s AND owner = %(owner)s AND used_at > %(since)s;
 
 -- name: insert_quota_use
-INSERT INTO quota_uses (feature, owner, task_id, used_at) VALUES (%(feature)s, %(owner)s, %(task_id)s, %(used_at)s);
+-- expires_at: as stepline_create_task writes it (migration 0012), the use's time plus its window.
+INSERT INTO quota_uses (feature, owner, task_id, used_at, expires_at)
+VALUES (%(feature)s, %(owner)s, %(task_id)s, %(used_at)s, %(expires_at)s);
 
 -- name: delete_quota_uses
 DELETE FROM quota_uses WHERE task_id = %(task_id)s;
@@ -660,3 +662,103 @@ LIMIT %(limit)s;
 
 -- name: delete_task_changes
 DELETE FROM task_changes WHERE changed_at < %(before)s;
+
+-- Retention (engine/retention.py, storage/purge.py): finished history older than the retention
+-- period, deleted one batch per transaction. The expired_* queries lock a batch of doomed rows
+-- with SKIP LOCKED, so servers purging at once take disjoint batches; the delete_* queries
+-- delete by those ids. The statuses are the terminal ones of records.RunStatus and
+-- records.TaskStatus.
+
+-- name: expired_runs
+-- Runs that ended before the cutoff, oldest first (runs_by_ended), except those whose task has
+-- not ended (it may still read its run).
+SELECT id
+FROM runs
+WHERE ended_at < %(before)s AND status IN ('completed', 'failed', 'cancelled', 'skipped')
+  AND (task_id IS NULL
+       OR NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.id = runs.task_id AND tasks.status IN ('pending', 'running')))
+ORDER BY ended_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: delete_runs_steps
+DELETE FROM steps WHERE run_id = ANY(%(ids)s::text[]);
+
+-- name: delete_runs_items
+-- Leftovers only: a run's items are deleted when it ends, but for those a plain completed run
+-- leaves. Their leases expired long ago, so they hold no concurrency slot.
+DELETE FROM queue WHERE run_id = ANY(%(ids)s::text[]);
+
+-- name: delete_runs_pauses
+DELETE FROM pauses WHERE run_id = ANY(%(ids)s::text[]);
+
+-- name: delete_runs
+-- run_concurrency rows go with their runs (ON DELETE CASCADE).
+DELETE FROM runs WHERE id = ANY(%(ids)s::text[]);
+
+-- name: expired_tasks
+-- Tasks that ended before the cutoff, oldest first (tasks_by_ended), except those a run that has
+-- not ended still drives (an on_failure handler, through runs_by_task).
+SELECT id
+FROM tasks
+WHERE ended_at < %(before)s AND ended_at IS NOT NULL AND status IN ('complete', 'failed', 'cancelled')
+  AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.task_id = tasks.id AND runs.status IN ('queued', 'running'))
+ORDER BY ended_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: delete_tasks_changes
+DELETE FROM task_changes WHERE task_id = ANY(%(ids)s::text[]);
+
+-- name: delete_tasks
+-- Quota uses stay: they count until their own window passes (purge_quota_uses).
+DELETE FROM tasks WHERE id = ANY(%(ids)s::text[]);
+
+-- name: expired_events
+-- Events received before the cutoff that no remaining run refers to (runs_by_event) and no task
+-- that has not ended does. An internal_id is a ULID made on receipt: before_id (the smallest
+-- ULID of the cutoff) bounds a primary-key range, read in order until the batch is full. OFFSET 0
+-- keeps the run check a probe of runs_by_event per event: as an anti join, the planner hashes
+-- every run and sorts every old event for each batch. A task's event is received when the task
+-- is created, so only tasks created before the cutoff can hold such an event: that set is read
+-- once per batch (a hashed subplan).
+SELECT internal_id AS id
+FROM events
+WHERE internal_id < %(before_id)s AND received_at < %(before)s
+  AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.event_id = events.internal_id OFFSET 0)
+  AND internal_id NOT IN (
+      SELECT event_id FROM tasks WHERE status IN ('pending', 'running') AND created_at < %(before)s
+  )
+ORDER BY internal_id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: delete_events
+DELETE FROM events WHERE internal_id = ANY(%(ids)s::text[]);
+
+-- name: purge_idempotency_keys
+-- Reservations whose window passed mean nothing any more (a claim takes them over; one that
+-- waits on a row locked here inserts afresh once it is gone). The rows are deleted by ctid (a
+-- TID scan; a locked row cannot move): matched by key, the planner scans the whole table.
+DELETE FROM idempotency_keys
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid
+    FROM idempotency_keys
+    WHERE expires_at <= %(now)s
+    ORDER BY expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+));
+
+-- name: purge_quota_uses
+-- A use past its own window can count toward no later check made with that window; keeping it
+-- for the retention period too covers a window lengthened up to that period. By ctid, as above.
+DELETE FROM quota_uses
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid
+    FROM quota_uses
+    WHERE expires_at <= %(now)s AND used_at < %(before)s
+    ORDER BY expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+));

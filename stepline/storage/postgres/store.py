@@ -25,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 
 from stepline import errors
-from stepline.storage import migrate, pages, queries, records, slots, store
+from stepline.storage import migrate, pages, purge, queries, records, slots, store
 from stepline.storage.postgres import rows
 from stepline.storage.postgres import transaction as pg_tx
 
@@ -427,6 +427,40 @@ class PostgresStore:
 
     async def run_queue_items(self, run_id: str) -> list[records.QueueItem]:
         return [rows.item_record(row) for row in await self._fetchall("run_queue_items", {"run_id": run_id})]
+
+    # retention
+
+    async def purge_runs(self, before: int, limit: int) -> records.Purged:
+        return await self._purge(purge.RUNS, {"before": before, "limit": limit}, limit)
+
+    async def purge_tasks(self, before: int, limit: int) -> records.Purged:
+        return await self._purge(purge.TASKS, {"before": before, "limit": limit}, limit)
+
+    async def purge_events(self, before: int, limit: int) -> records.Purged:
+        params = {"before": before, "before_id": records.IdRange.floor(before), "limit": limit}
+        return await self._purge(purge.EVENTS, params, limit)
+
+    async def purge_idempotency_keys(self, now: int, limit: int) -> records.Purged:
+        return await self._purge(purge.IDEMPOTENCY_KEYS, {"now": now, "limit": limit}, limit)
+
+    async def purge_quota_uses(self, now: int, before: int, limit: int) -> records.Purged:
+        return await self._purge(purge.QUOTA_USES, {"now": now, "before": before, "limit": limit}, limit)
+
+    async def _purge(self, plan: purge.Plan, params: rows.Params, limit: int) -> records.Purged:
+        """One batch of ``plan`` in one transaction: the selected rows stay locked (others skip
+        them) until the deletes commit."""
+        deleted: dict[str, int] = {}
+        with pg_tx.translated(plan.select or plan.deletes[-1][1], self._where):
+            async with self._connection() as conn, conn.transaction():
+                if plan.select is not None:
+                    cursor = await conn.execute(self._sql[plan.select], params)
+                    ids = [str(row["id"]) for row in await cursor.fetchall()]
+                    if not ids:
+                        return records.Purged({}, full=False)
+                    params = {"ids": ids}
+                for table, name in plan.deletes:
+                    deleted[table] = (await conn.execute(self._sql[name], params)).rowcount
+        return purge.purged(plan, deleted, limit)
 
     # wake-ups
 

@@ -350,7 +350,7 @@ class PostgresTransaction:
         if used >= request.limit:
             return max(1, int(oldest) + request.window_ms - now) if oldest is not None else request.window_ms
         use = {"feature": request.feature, "owner": request.owner, "task_id": task_id, "used_at": now}
-        await self._execute("insert_quota_use", use)
+        await self._execute("insert_quota_use", use | {"expires_at": now + request.window_ms})
         return None
 
     async def refund_quota(self, task_id: str) -> None:

@@ -459,7 +459,8 @@ FROM quota_uses
 WHERE feature = :feature AND owner = :owner AND used_at > :since;
 
 -- name: insert_quota_use
-INSERT INTO quota_uses (feature, owner, task_id, used_at) VALUES (:feature, :owner, :task_id, :used_at);
+INSERT INTO quota_uses (feature, owner, task_id, used_at, expires_at)
+VALUES (:feature, :owner, :task_id, :used_at, :expires_at);
 
 -- name: delete_quota_uses
 DELETE FROM quota_uses WHERE task_id = :task_id;
@@ -603,3 +604,94 @@ LIMIT :limit;
 
 -- name: delete_task_changes
 DELETE FROM task_changes WHERE changed_at < :before;
+
+-- Retention (engine/retention.py, storage/purge.py): finished history older than the retention
+-- period, deleted one batch per write transaction. The expired_* queries name a batch of doomed
+-- rows; the delete_* queries delete by those ids. The statuses are the terminal ones of
+-- records.RunStatus and records.TaskStatus. "+status" keeps SQLite's planner off the status
+-- indexes, which would read every finished row and sort them: the ended_at indexes read only
+-- the oldest, in order.
+
+-- name: expired_runs
+-- Runs that ended before :before, oldest first (runs_by_ended), except those whose task has not
+-- ended (it may still read its run).
+SELECT id
+FROM runs
+WHERE ended_at < :before AND +status IN ('completed', 'failed', 'cancelled', 'skipped')
+  AND (task_id IS NULL
+       OR NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.id = runs.task_id AND tasks.status IN ('pending', 'running')))
+ORDER BY ended_at
+LIMIT :limit;
+
+-- name: delete_runs_steps
+DELETE FROM steps WHERE run_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_runs_items
+-- Leftovers only: a run's items are deleted when it ends, but for those a plain completed run
+-- leaves. Their leases expired long ago, so they hold no concurrency slot.
+DELETE FROM queue WHERE run_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_runs_pauses
+DELETE FROM pauses WHERE run_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_runs
+-- run_concurrency rows go with their runs (ON DELETE CASCADE).
+DELETE FROM runs WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: expired_tasks
+-- Tasks that ended before :before, oldest first (tasks_by_ended), except those a run that has
+-- not ended still drives (an on_failure handler, through runs_by_task).
+SELECT id
+FROM tasks
+WHERE ended_at < :before AND ended_at IS NOT NULL AND +status IN ('complete', 'failed', 'cancelled')
+  AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.task_id = tasks.id AND runs.status IN ('queued', 'running'))
+ORDER BY ended_at
+LIMIT :limit;
+
+-- name: delete_tasks_changes
+DELETE FROM task_changes WHERE task_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_tasks
+-- Quota uses stay: they count until their own window passes (purge_quota_uses).
+DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: expired_events
+-- Events received before :before that no remaining run refers to (runs_by_event) and no task that
+-- has not ended does. An internal_id is a ULID made on receipt: :before_id (the smallest ULID of
+-- :before) bounds a primary-key range. A task's event is received when the task is created, so
+-- only tasks created before :before can hold such an event: that set is read once per batch.
+SELECT internal_id AS id
+FROM events
+WHERE internal_id < :before_id AND received_at < :before
+  AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.event_id = events.internal_id)
+  AND internal_id NOT IN (
+      SELECT event_id FROM tasks WHERE status IN ('pending', 'running') AND created_at < :before
+  )
+ORDER BY internal_id
+LIMIT :limit;
+
+-- name: delete_events
+DELETE FROM events WHERE internal_id IN (SELECT value FROM json_each(:ids));
+
+-- name: purge_idempotency_keys
+-- Reservations whose window passed mean nothing any more (a claim takes them over).
+DELETE FROM idempotency_keys
+WHERE (function_id, key) IN (
+    SELECT function_id, key
+    FROM idempotency_keys
+    WHERE expires_at <= :now
+    ORDER BY expires_at
+    LIMIT :limit
+);
+
+-- name: purge_quota_uses
+-- A use past its own window can count toward no later check made with that window; keeping it
+-- for the retention period too covers a window lengthened up to that period.
+DELETE FROM quota_uses
+WHERE (feature, owner, used_at, task_id) IN (
+    SELECT feature, owner, used_at, task_id
+    FROM quota_uses
+    WHERE expires_at <= :now AND used_at < :before
+    ORDER BY expires_at
+    LIMIT :limit
+);

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, LiteralString
 
 from stepline import errors
-from stepline.storage import migrate, pages, queries, records, slots, task_plan
+from stepline.storage import migrate, pages, purge, queries, records, slots, task_plan
 from stepline.storage.sqlite import checkpoint, rows
 
 _MIN_VERSION = (3, 35, 0)
@@ -327,10 +327,8 @@ class SQLiteTransaction:
         used, oldest = (0, None) if row is None else (int(row[0]), row[1])
         if used >= request.limit:
             return max(1, int(oldest) + request.window_ms - now) if oldest is not None else request.window_ms
-        db.execute(
-            "insert_quota_use",
-            {"feature": request.feature, "owner": request.owner, "task_id": task_id, "used_at": now},
-        )
+        use = {"feature": request.feature, "owner": request.owner, "task_id": task_id, "used_at": now}
+        db.execute("insert_quota_use", use | {"expires_at": now + request.window_ms})
         return None
 
     async def refund_quota(self, task_id: str) -> None:
@@ -583,6 +581,37 @@ class SQLiteStore:
 
     async def run_queue_items(self, run_id: str) -> list[records.QueueItem]:
         return [rows.item_record(row) for row in self._reader.all("run_queue_items", {"run_id": run_id})]
+
+    # retention
+    async def purge_runs(self, before: int, limit: int) -> records.Purged:
+        return await self._purge(purge.RUNS, {"before": before, "limit": limit}, limit)
+
+    async def purge_tasks(self, before: int, limit: int) -> records.Purged:
+        return await self._purge(purge.TASKS, {"before": before, "limit": limit}, limit)
+
+    async def purge_events(self, before: int, limit: int) -> records.Purged:
+        params = {"before": before, "before_id": records.IdRange.floor(before), "limit": limit}
+        return await self._purge(purge.EVENTS, params, limit)
+
+    async def purge_idempotency_keys(self, now: int, limit: int) -> records.Purged:
+        return await self._purge(purge.IDEMPOTENCY_KEYS, {"now": now, "limit": limit}, limit)
+
+    async def purge_quota_uses(self, now: int, before: int, limit: int) -> records.Purged:
+        return await self._purge(purge.QUOTA_USES, {"now": now, "before": before, "limit": limit}, limit)
+
+    async def _purge(self, plan: purge.Plan, params: dict[str, Any], limit: int) -> records.Purged:
+        """One batch of ``plan`` in one write transaction of the single writer: other writers
+        get the database between batches."""
+        deleted: dict[str, int] = {}
+        async with self._write() as db:
+            if plan.select is not None:
+                ids = [str(row[0]) for row in db.all(plan.select, params)]
+                if not ids:
+                    return records.Purged({}, full=False)
+                params = {"ids": rows.encode(ids)}
+            for table, name in plan.deletes:
+                deleted[table] = db.count(name, params)
+        return purge.purged(plan, deleted, limit)
 
     # wake-ups
     async def wait_for_work(self, timeout: float) -> None:

@@ -1,0 +1,140 @@
+"""Retention: finished history older than the retention period is deleted.
+
+As Temporal's namespace retention and Inngest's history retention do, only what can never matter
+again goes: runs that ended (completed, failed, cancelled, skipped) longer ago than the period,
+with their steps, queue items, pauses and concurrency keys; tasks that ended that long ago, with
+their change log; events received that long ago that no remaining run (nor a task that has not
+ended) refers to; idempotency reservations that expired; quota uses whose own window has passed
+(and that are older than the period too). Nothing of a run or task that has not ended is touched.
+
+Every engine that executes runs the loop (the embedded engine and every server): a first pass
+shortly after start, then one a minute. A pass deletes in batches, each its own short
+transaction (on SQLite one turn of the single writer; on PostgreSQL rows locked with SKIP LOCKED,
+so servers sharing a database purge at once without waiting on or failing each other), until a
+batch comes back short. A failing pass is logged and tried again at the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from stepline import errors
+from stepline.engine import clock as clock_
+from stepline.engine import observe
+from stepline.protocol import durations
+from stepline.storage import records, store
+
+logger = logging.getLogger("stepline.engine")
+
+DEFAULT = timedelta(days=7)
+"""The retention period unless told otherwise (``--retention``, ``Engine(retention=...)``)."""
+MINIMUM = timedelta(minutes=1)
+"""The shortest period accepted: a run must outlive the calls that wait for it to end."""
+OFF = ("0", "off")
+"""Values that turn retention off (finished history is kept forever)."""
+
+FIRST_PASS_S = 5.0
+"""Seconds after start before the first pass: start-up work (syncs, migrations) goes first."""
+INTERVAL_S = 60.0
+"""Seconds between passes."""
+BATCH = 500
+"""Rows per batch (one transaction) for tasks, events, idempotency keys and quota uses."""
+RUN_BATCH = 100
+"""Runs per batch: each brings its steps along, so a batch of runs is many more rows."""
+
+
+def parse(value: timedelta | str | None, name: str = "retention") -> timedelta | None:
+    """The retention period ``value`` means: a ``timedelta`` or a time string (``"7d"``, ``"12h"``,
+    ``"30m"``), None when off (``None``, ``"0"``, ``"off"``, a zero duration). ``ConfigurationError``
+    naming ``name`` for anything else or for a period under a minute."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in OFF:
+            return None
+        try:
+            millis = durations.parse_duration_ms(text)
+        except errors.ConfigurationError:
+            raise errors.ConfigurationError(
+                f"{name} must be a duration such as '7d', '12h' or '30m', or 'off' to keep finished history "
+                f"forever (got {value!r})"
+            ) from None
+    elif isinstance(value, timedelta):
+        millis = durations.to_milliseconds(value)
+    else:
+        raise errors.ConfigurationError(
+            f"{name} must be a timedelta, a time string such as '7d', or None (got {type(value).__name__})"
+        )
+    if millis == 0:
+        return None
+    if millis < durations.to_milliseconds(MINIMUM):
+        raise errors.ConfigurationError(
+            f"{name} must be at least 1m, or 0/off to keep finished history forever (got {value!r})"
+        )
+    return timedelta(milliseconds=millis)
+
+
+class Retention:
+    """Deletes ``db``'s finished history older than ``period`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        db: store.Store,
+        clock: clock_.Clock,
+        period: timedelta,
+        *,
+        batch: int = BATCH,
+        run_batch: int = RUN_BATCH,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self.period = period
+        self._period_ms = durations.to_milliseconds(period)
+        self._batch = batch
+        self._run_batch = run_batch
+
+    async def purge(self) -> dict[str, int]:
+        """One pass: every kind of expired history, batch after batch until none is left;
+        returns the rows deleted per table. Runs go first, so that the events and tasks only
+        they referred to go in the same pass."""
+        now = self._clock.now_ms()
+        before = now - self._period_ms
+        kinds: list[tuple[int, Callable[[int], Awaitable[records.Purged]]]] = [
+            (self._run_batch, lambda limit: self._db.purge_runs(before, limit)),
+            (self._batch, lambda limit: self._db.purge_tasks(before, limit)),
+            (self._batch, lambda limit: self._db.purge_events(before, limit)),
+            (self._batch, lambda limit: self._db.purge_idempotency_keys(now, limit)),
+            (self._batch, lambda limit: self._db.purge_quota_uses(now, before, limit)),
+        ]
+        totals: dict[str, int] = {}
+        for limit, batch in kinds:
+            while True:
+                purged = await batch(limit)
+                for table, count in purged.rows.items():
+                    totals[table] = totals.get(table, 0) + count
+                    observe.retention_deleted(table, count)  # counted per batch: a failing pass still tells
+                if not purged.full:
+                    break
+        if totals:
+            summary = ", ".join(f"{count} {table}" for table, count in sorted(totals.items()))
+            logger.info(
+                "retention deleted finished history older than %s: %s",
+                durations.format_duration_ms(self._period_ms),
+                summary,
+            )
+        return totals
+
+    async def run_forever(self) -> None:
+        """Pass after pass until cancelled (the engine stopping)."""
+        await asyncio.sleep(FIRST_PASS_S)
+        while True:
+            try:
+                await self.purge()
+            except Exception:
+                observe.retention_failed()
+                logger.exception("deleting finished history failed; retrying in %.0f s", INTERVAL_S)
+            await asyncio.sleep(INTERVAL_S)
