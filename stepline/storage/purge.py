@@ -9,7 +9,9 @@ the same way. The queries are in each backend's ``queries.sql``, under the same 
 
 from __future__ import annotations
 
+import abc
 import dataclasses
+from typing import Any
 
 from stepline.storage import records
 
@@ -45,3 +47,28 @@ def purged(plan: Plan, rows: dict[str, int], limit: int) -> records.Purged:
     """The rows a batch deleted per table (tables with none left out), full when ``limit`` of
     the main table's went."""
     return records.Purged({table: count for table, count in rows.items() if count}, rows.get(plan.table, 0) >= limit)
+
+
+class PurgeVerbs(abc.ABC):
+    """``Store.purge_*`` for both backends: each verb is one batch of its plan, which the backend
+    runs in one transaction of its own (``_purge``)."""
+
+    @abc.abstractmethod
+    async def _purge(self, plan: Plan, params: dict[str, Any], limit: int) -> records.Purged:
+        """One batch of ``plan`` with ``params``, in one transaction."""
+
+    async def purge_runs(self, before: int, limit: int) -> records.Purged:
+        return await self._purge(RUNS, {"before": before, "limit": limit}, limit)
+
+    async def purge_tasks(self, before: int, limit: int) -> records.Purged:
+        return await self._purge(TASKS, {"before": before, "limit": limit}, limit)
+
+    async def purge_events(self, before: int, limit: int) -> records.Purged:
+        params = {"before": before, "before_id": records.IdRange.floor(before), "limit": limit}
+        return await self._purge(EVENTS, params, limit)
+
+    async def purge_idempotency_keys(self, now: int, limit: int) -> records.Purged:
+        return await self._purge(IDEMPOTENCY_KEYS, {"now": now, "limit": limit}, limit)
+
+    async def purge_quota_uses(self, now: int, before: int, limit: int) -> records.Purged:
+        return await self._purge(QUOTA_USES, {"now": now, "before": before, "limit": limit}, limit)

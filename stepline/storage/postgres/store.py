@@ -99,7 +99,7 @@ class _Freshness:
             await psycopg_pool.AsyncConnectionPool.check_connection(conn)
 
 
-class PostgresStore:
+class PostgresStore(purge.PurgeVerbs):
     """Stepline's state in a PostgreSQL database. Open with ``PostgresStore.open``."""
 
     backend = "postgres"
@@ -428,23 +428,7 @@ class PostgresStore:
     async def run_queue_items(self, run_id: str) -> list[records.QueueItem]:
         return [rows.item_record(row) for row in await self._fetchall("run_queue_items", {"run_id": run_id})]
 
-    # retention
-
-    async def purge_runs(self, before: int, limit: int) -> records.Purged:
-        return await self._purge(purge.RUNS, {"before": before, "limit": limit}, limit)
-
-    async def purge_tasks(self, before: int, limit: int) -> records.Purged:
-        return await self._purge(purge.TASKS, {"before": before, "limit": limit}, limit)
-
-    async def purge_events(self, before: int, limit: int) -> records.Purged:
-        params = {"before": before, "before_id": records.IdRange.floor(before), "limit": limit}
-        return await self._purge(purge.EVENTS, params, limit)
-
-    async def purge_idempotency_keys(self, now: int, limit: int) -> records.Purged:
-        return await self._purge(purge.IDEMPOTENCY_KEYS, {"now": now, "limit": limit}, limit)
-
-    async def purge_quota_uses(self, now: int, before: int, limit: int) -> records.Purged:
-        return await self._purge(purge.QUOTA_USES, {"now": now, "before": before, "limit": limit}, limit)
+    # retention: the purge_* verbs come from purge.PurgeVerbs
 
     async def _purge(self, plan: purge.Plan, params: rows.Params, limit: int) -> records.Purged:
         """One batch of ``plan`` in one transaction: the selected rows stay locked (others skip

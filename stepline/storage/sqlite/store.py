@@ -335,7 +335,7 @@ class SQLiteTransaction:
         self._live().execute("delete_quota_uses", {"task_id": task_id})
 
 
-class SQLiteStore:
+class SQLiteStore(purge.PurgeVerbs):
     """A ``Store`` on one SQLite file. Obtain it with ``storage.open_store("sqlite:///...")``."""
 
     backend: str = "sqlite"
@@ -582,23 +582,7 @@ class SQLiteStore:
     async def run_queue_items(self, run_id: str) -> list[records.QueueItem]:
         return [rows.item_record(row) for row in self._reader.all("run_queue_items", {"run_id": run_id})]
 
-    # retention
-    async def purge_runs(self, before: int, limit: int) -> records.Purged:
-        return await self._purge(purge.RUNS, {"before": before, "limit": limit}, limit)
-
-    async def purge_tasks(self, before: int, limit: int) -> records.Purged:
-        return await self._purge(purge.TASKS, {"before": before, "limit": limit}, limit)
-
-    async def purge_events(self, before: int, limit: int) -> records.Purged:
-        params = {"before": before, "before_id": records.IdRange.floor(before), "limit": limit}
-        return await self._purge(purge.EVENTS, params, limit)
-
-    async def purge_idempotency_keys(self, now: int, limit: int) -> records.Purged:
-        return await self._purge(purge.IDEMPOTENCY_KEYS, {"now": now, "limit": limit}, limit)
-
-    async def purge_quota_uses(self, now: int, before: int, limit: int) -> records.Purged:
-        return await self._purge(purge.QUOTA_USES, {"now": now, "before": before, "limit": limit}, limit)
-
+    # retention: the purge_* verbs come from purge.PurgeVerbs
     async def _purge(self, plan: purge.Plan, params: dict[str, Any], limit: int) -> records.Purged:
         """One batch of ``plan`` in one write transaction of the single writer: other writers
         get the database between batches."""
