@@ -255,25 +255,26 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="stepline-bench-peers-") as tmp:
         databases = bench_enqueue.Databases(args.postgres_url, Path(tmp))
         try:
-            skipped = {case: reason for case in cases if (reason := unavailable(case, args))}
-            for case, reason in skipped.items():
+            left_out = {case: reason for case in cases if (reason := unavailable(case, args))}
+            for case, reason in left_out.items():
                 print(f"{case}: skipped ({reason})")
             for round_number in range(1, args.rounds + 1):
                 for case in cases:
-                    if case in skipped or (case in found and not found[case]):
-                        continue  # skipped, or failed in an earlier round
+                    if case in left_out:
+                        continue  # unavailable, or failed in an earlier round
                     load = support.load_average()
                     print(f"{case}: round {round_number} of {args.rounds}, load average {load}", flush=True)
                     try:
                         found.setdefault(case, []).extend(asyncio.run(run_case(case, args, databases)))
                     except bench_http.BenchError as exc:
                         print(f"{case}: failed: {exc}")
-                        found[case] = []
+                        left_out[case] = "failed"
+                        found.pop(case, None)
                         failed = True
         finally:
             databases.cleanup()
     print(f"done, load average {support.load_average()}")
-    report({case: samples for case, samples in found.items() if samples})
+    report(found)
     return 1 if failed else 0
 
 
