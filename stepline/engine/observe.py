@@ -47,7 +47,7 @@ SWEEPER_ACTIONS = prometheus_client.Counter(
 
 RETENTION_DELETED = prometheus_client.Counter(
     "stepline_retention_deleted_rows",
-    "Rows of finished history retention deleted, by table.",
+    "Rows retention deleted (finished history, spent flow-control state), by table.",
     ["table"],
     registry=REGISTRY,
 )

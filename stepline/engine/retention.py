@@ -7,6 +7,13 @@ their change log; events received that long ago that no remaining run (nor a tas
 ended) refers to; idempotency reservations that expired; quota uses whose own window has passed
 (and that are older than the period too). Nothing of a run or task that has not ended is touched.
 
+Flow-control state is not history: rows of ``flow_keys`` and ``throttle_keys`` go, whatever the
+period, once they are equivalent to no row at all (a rate limit or throttle whose arrival time
+has passed, a singleton whose run has ended, a debounce or batch with nothing pending), so that
+deleting them can change no later decision (the conditions are with the queries, in each
+backend's ``queries.sql``). Expired idempotency reservations go by the same rule: both are
+deleted whatever the period, but only while retention is on.
+
 Every engine that executes runs the loop (the embedded engine and every server): a first pass
 shortly after start, then one a minute. A pass deletes in batches, each its own short
 transaction (on SQLite one turn of the single writer; on PostgreSQL rows locked with SKIP LOCKED,
@@ -41,7 +48,8 @@ FIRST_PASS_S = 5.0
 INTERVAL_S = 60.0
 """Seconds between passes."""
 BATCH = 500
-"""Rows per batch (one transaction) for tasks, events, idempotency keys and quota uses."""
+"""Rows per batch (one transaction) for tasks, events, idempotency keys, quota uses and flow-control
+keys."""
 RUN_BATCH = 100
 """Runs per batch: each brings its steps along, so a batch of runs is many more rows."""
 
@@ -98,9 +106,10 @@ class Retention:
         self._run_batch = run_batch
 
     async def purge(self) -> dict[str, int]:
-        """One pass: every kind of expired history, batch after batch until none is left;
-        returns the rows deleted per table. Runs go first, so that the events and tasks only
-        they referred to go in the same pass."""
+        """One pass: every kind of expired history, then spent flow-control state, batch after
+        batch until none is left; returns the rows deleted per table. Runs go first, so that the
+        events and tasks only they referred to go in the same pass (and the singleton keys of
+        deleted runs too)."""
         now = self._clock.now_ms()
         before = now - self._period_ms
         kinds: list[tuple[int, Callable[[int], Awaitable[records.Purged]]]] = [
@@ -109,6 +118,8 @@ class Retention:
             (self._batch, lambda limit: self._db.purge_events(before, limit)),
             (self._batch, lambda limit: self._db.purge_idempotency_keys(now, limit)),
             (self._batch, lambda limit: self._db.purge_quota_uses(now, before, limit)),
+            (self._batch, lambda limit: self._db.purge_flow_keys(now, limit)),
+            (self._batch, lambda limit: self._db.purge_throttle_keys(now, limit)),
         ]
         totals: dict[str, int] = {}
         for limit, batch in kinds:

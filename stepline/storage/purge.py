@@ -1,4 +1,5 @@
-"""How retention deletes each kind of finished history, for both backends (``Store.purge_*``).
+"""How retention deletes each kind of finished history, and flow-control state equivalent to no
+row, for both backends (``Store.purge_*``).
 
 One batch is one transaction. A plan with a ``select`` query first names the doomed rows of its
 main table (at most ``limit``; locked ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so servers
@@ -41,6 +42,8 @@ TASKS = Plan("tasks", "expired_tasks", (("task_changes", "delete_tasks_changes")
 EVENTS = Plan("events", "expired_events", (("events", "delete_events"),))
 IDEMPOTENCY_KEYS = Plan("idempotency_keys", None, (("idempotency_keys", "purge_idempotency_keys"),))
 QUOTA_USES = Plan("quota_uses", None, (("quota_uses", "purge_quota_uses"),))
+FLOW_KEYS = Plan("flow_keys", None, (("flow_keys", "purge_flow_keys"),))
+THROTTLE_KEYS = Plan("throttle_keys", None, (("throttle_keys", "purge_throttle_keys"),))
 
 
 def purged(plan: Plan, rows: dict[str, int], limit: int) -> records.Purged:
@@ -72,3 +75,9 @@ class PurgeVerbs(abc.ABC):
 
     async def purge_quota_uses(self, now: int, before: int, limit: int) -> records.Purged:
         return await self._purge(QUOTA_USES, {"now": now, "before": before, "limit": limit}, limit)
+
+    async def purge_flow_keys(self, now: int, limit: int) -> records.Purged:
+        return await self._purge(FLOW_KEYS, {"now": now, "limit": limit}, limit)
+
+    async def purge_throttle_keys(self, now: int, limit: int) -> records.Purged:
+        return await self._purge(THROTTLE_KEYS, {"now": now, "limit": limit}, limit)

@@ -376,6 +376,17 @@ class Store(Protocol):
         before ``before`` (so a window lengthened up to the retention period still counts them)."""
         ...
 
+    async def purge_flow_keys(self, now: int, limit: int) -> records.Purged:
+        """Delete up to ``limit`` ``flow_keys`` rows that are equivalent to none at ``now`` and ever
+        after: a rate limit whose arrival time has passed, a singleton whose run has ended (or none),
+        a debounce or batch with no pending run or open batch. Never a row an ingest holds."""
+        ...
+
+    async def purge_throttle_keys(self, now: int, limit: int) -> records.Purged:
+        """Delete up to ``limit`` ``throttle_keys`` rows whose theoretical arrival time is at or
+        before ``now`` (equivalent to none). Never a row an ingest holds."""
+        ...
+
     # wake-ups
     async def wait_for_work(self, timeout: float) -> None:
         """Return when work may be ready, or after ``timeout`` seconds.

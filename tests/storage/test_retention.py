@@ -6,9 +6,12 @@ import asyncio
 import dataclasses
 import itertools
 import sqlite3
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from stepline.engine import clock as clock_
@@ -293,6 +296,10 @@ async def test_concurrent_passes_on_postgres_share_the_work_without_failing(post
                 await tx.record_step(make_step(run.id, "s1", 0))
                 await tx.insert_event(make_event(internal_id=ulid_at(NOW - 9 * DAY), received_at=NOW - 9 * DAY))
                 await tx.claim_idempotency_key("app-fn", run.id, run.id, NOW - 2 * DAY, NOW - DAY)
+                await tx.advance_throttle(run.id, NOW - DAY, 1_000)
+                row = await tx.lock_flow_key("app-fn", "rate_limit", run.id)
+                row.due_at = NOW - DAY
+                await tx.update_flow_key(row)
 
         passes = [
             retention.Retention(db, clock_.FakeClock(NOW), retention.DEFAULT, run_batch=7, batch=11).purge()
@@ -304,9 +311,199 @@ async def test_concurrent_passes_on_postgres_share_the_work_without_failing(post
         for result in results:
             for table, deleted in result.items():
                 totals[table] = totals.get(table, 0) + deleted
-        assert totals == {"runs": 300, "steps": 300, "events": 300, "idempotency_keys": 300}
+        assert totals == {
+            "runs": 300,
+            "steps": 300,
+            "events": 300,
+            "idempotency_keys": 300,
+            "flow_keys": 300,
+            "throttle_keys": 300,
+        }
         assert await count(postgres_url, "runs") == 0
         assert await count(postgres_url, "events") == 0
     finally:
         await first.close()
         await second.close()
+
+
+# Flow-control state: rows equivalent to none go, whatever the period; live ones stay.
+
+
+async def flow_key(db: store.Store, kind: str, key: str, **fields: Any) -> None:
+    """Write the ``flow_keys`` row of ``(app-fn, kind, key)`` as ingest does (lock, then update)."""
+    async with db.transaction() as tx:
+        row = await tx.lock_flow_key("app-fn", kind, key)
+        for name, value in fields.items():
+            setattr(row, name, value)
+        await tx.update_flow_key(row)
+
+
+async def keys_left(database_url: str, table: str) -> set[str]:
+    """The ``kind/key`` (``flow_keys``) or ``key`` (``throttle_keys``) of the rows left in ``table``."""
+    query = "SELECT kind || '/' || key FROM flow_keys" if table == "flow_keys" else "SELECT key FROM throttle_keys"
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
+            return {str(row[0]) for row in conn.execute(query)}
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cursor = await conn.execute(sql.SQL(query))
+        return {str(row[0]) for row in await cursor.fetchall()}
+
+
+async def test_flow_keys_equivalent_to_none_go_and_live_ones_stay(db: store.Store, database_url: str) -> None:
+    queued = make_run(id=ulid_at(NOW - HOUR), created_at=NOW - HOUR)
+    running = make_run(id=ulid_at(NOW - HOUR), status=records.RunStatus.RUNNING, started_at=NOW - HOUR)
+    waiting = make_run(id=ulid_at(NOW - HOUR), created_at=NOW - HOUR)  # a debounced run, due later
+    batching = make_run(id=ulid_at(NOW - HOUR), created_at=NOW - HOUR)  # an open batch
+    ended = ended_run(NOW - HOUR)
+    skipped = ended_run(NOW - HOUR, records.RunStatus.SKIPPED)  # a debounced run a later one replaced
+    started = make_run(id=ulid_at(NOW - HOUR), status=records.RunStatus.RUNNING, started_at=NOW - HOUR)
+    await insert(db, queued, running, waiting, batching, ended, skipped, started)
+    # rate limits: the GCRA arrival time
+    await flow_key(db, "rate_limit", "drained", due_at=NOW - 1)
+    await flow_key(db, "rate_limit", "drained-now", due_at=NOW)
+    await flow_key(db, "rate_limit", "unused")  # locked, then the run was turned away earlier
+    await flow_key(db, "rate_limit", "in-window", due_at=NOW + 1)
+    # singletons: the run holding the key
+    await flow_key(db, "singleton", "free")
+    await flow_key(db, "singleton", "ended", run_id=ended.id)
+    await flow_key(db, "singleton", "deleted", run_id=ulid_at(NOW - 9 * DAY))  # its run purged
+    await flow_key(db, "singleton", "running", run_id=running.id)
+    await flow_key(db, "singleton", "queued", run_id=queued.id)
+    # debounce: the pending run and when it is due
+    await flow_key(db, "debounce", "pending", run_id=waiting.id, opened_at=NOW - 5_000, due_at=NOW + 5_000)
+    await flow_key(db, "debounce", "due", run_id=queued.id, opened_at=NOW - 10_000, due_at=NOW)
+    await flow_key(db, "debounce", "replaced", run_id=skipped.id, opened_at=NOW - 5_000, due_at=NOW + 5_000)
+    await flow_key(db, "debounce", "empty")
+    # batches: the open batch run, its start item, size and timeout
+    open_batch = {"item_id": "item-1", "size": 2, "opened_at": NOW - 1_000}
+    await flow_key(db, "batch", "open", run_id=batching.id, due_at=NOW + 4_000, **open_batch)
+    await flow_key(db, "batch", "flushed", size=3, opened_at=NOW - 1_000)  # full: run and item cleared
+    await flow_key(db, "batch", "timed-out", run_id=queued.id, due_at=NOW - 1, **open_batch)
+    await flow_key(db, "batch", "claimed", run_id=started.id, due_at=NOW + 4_000, **open_batch)
+    await flow_key(db, "someday", "unknown")  # a kind this version does not know: kept
+
+    assert await purge_all(db, "purge_flow_keys", NOW) == {"flow_keys": 12}
+
+    assert await keys_left(database_url, "flow_keys") == {
+        "rate_limit/in-window",
+        "singleton/running",
+        "singleton/queued",
+        "debounce/pending",
+        "batch/open",
+        "someday/unknown",
+    }
+    async with db.transaction() as tx:  # the kept rows are intact
+        assert (await tx.lock_flow_key("app-fn", "rate_limit", "in-window")).due_at == NOW + 1
+        assert await tx.lock_flow_key("app-fn", "batch", "open") == records.FlowKeyRecord(
+            "app-fn", "batch", "open", batching.id, "item-1", 2, NOW - 1_000, NOW + 4_000
+        )
+
+
+async def test_a_flow_key_goes_once_its_run_ends_or_its_window_closes(db: store.Store, database_url: str) -> None:
+    holder = make_run(id=ulid_at(NOW - HOUR), status=records.RunStatus.RUNNING, started_at=NOW - HOUR)
+    pending = make_run(id=ulid_at(NOW - HOUR), created_at=NOW - HOUR)
+    await insert(db, holder, pending)
+    await flow_key(db, "singleton", "k", run_id=holder.id)
+    await flow_key(db, "debounce", "k", run_id=pending.id, opened_at=NOW, due_at=NOW + 10_000)
+    await flow_key(db, "rate_limit", "k", due_at=NOW + 10_000)
+
+    assert await purge_all(db, "purge_flow_keys", NOW) == {}
+    async with db.transaction() as tx:
+        ended = dataclasses.replace(holder, status=records.RunStatus.COMPLETED, ended_at=NOW + 1)
+        await tx.update_run(ended)
+    assert await purge_all(db, "purge_flow_keys", NOW + 1) == {"flow_keys": 1}
+    assert await purge_all(db, "purge_flow_keys", NOW + 9_999) == {}
+    assert await purge_all(db, "purge_flow_keys", NOW + 10_000) == {"flow_keys": 2}
+    assert await keys_left(database_url, "flow_keys") == set()
+
+
+async def test_throttle_keys_whose_arrival_time_passed_go_and_the_rate_is_unchanged(
+    db: store.Store, database_url: str
+) -> None:
+    interval = 30_000
+    async with db.transaction() as tx:
+        assert await tx.advance_throttle("drained", NOW - 2 * interval, interval) == NOW - interval
+        assert await tx.advance_throttle("drained-now", NOW - interval, interval) == NOW
+        for _ in range(3):  # a backlog: the third start is due 60 s from now
+            tat = await tx.advance_throttle("busy", NOW, interval)
+        assert tat == NOW + 3 * interval
+
+    assert await purge_all(db, "purge_throttle_keys", NOW) == {"throttle_keys": 2}
+
+    assert await keys_left(database_url, "throttle_keys") == {"busy"}
+    async with db.transaction() as tx:
+        # What the rows would have given: max(tat, now) + interval.
+        assert await tx.advance_throttle("drained", NOW, interval) == NOW + interval
+        assert await tx.advance_throttle("drained-now", NOW, interval) == NOW + interval
+        assert await tx.advance_throttle("busy", NOW, interval) == NOW + 4 * interval
+
+
+async def test_flow_and_throttle_keys_go_batch_by_batch(db: store.Store) -> None:
+    for index in range(7):
+        await flow_key(db, "rate_limit", f"user-{index}", due_at=NOW - index)
+    await flow_key(db, "rate_limit", "live", due_at=NOW + 1)
+    async with db.transaction() as tx:
+        for index in range(7):
+            await tx.advance_throttle(f"user-{index}", NOW - HOUR, 1_000)
+        await tx.advance_throttle("live", NOW, 1_000)
+
+    for verb, table in (("purge_flow_keys", "flow_keys"), ("purge_throttle_keys", "throttle_keys")):
+        batches = [await getattr(db, verb)(NOW, 3) for _ in range(4)]
+        assert [(batch.rows.get(table, 0), batch.full) for batch in batches] == [
+            (3, True),
+            (3, True),
+            (1, False),
+            (0, False),
+        ], verb
+
+
+async def test_a_pass_deletes_spent_flow_state_whatever_the_period(db: store.Store, database_url: str) -> None:
+    await flow_key(db, "rate_limit", "drained", due_at=NOW - 1)
+    await flow_key(db, "rate_limit", "live", due_at=NOW + 1)
+    async with db.transaction() as tx:
+        await tx.advance_throttle("drained", NOW - HOUR, 1_000)
+        await tx.advance_throttle("live", NOW, 1_000)
+
+    deleted = await retention.Retention(db, clock_.FakeClock(NOW), timedelta(days=365), batch=1).purge()
+
+    assert deleted == {"flow_keys": 1, "throttle_keys": 1}
+    assert await keys_left(database_url, "flow_keys") == {"rate_limit/live"}
+    assert await keys_left(database_url, "throttle_keys") == {"live"}
+
+
+@pytest.fixture
+async def second_store(database_url: str) -> AsyncIterator[store.Store]:
+    """Another store on the database, as a second server process would have."""
+    opened = await open_store(database_url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_flow_key_an_ingest_holds_is_skipped_and_keeps_what_it_decided(
+    db: store.Store, second_store: store.Store, database_url: str
+) -> None:
+    """The purge neither waits on nor deletes a row that an ingest has locked (SKIP LOCKED), and
+    sees what the ingest wrote once it commits."""
+    holder = make_run(id=ulid_at(NOW), created_at=NOW)
+    await flow_key(db, "singleton", "k")  # free: equivalent to none
+    await flow_key(db, "rate_limit", "other", due_at=NOW - 1)
+    async with db.transaction() as tx:
+        assert await tx.advance_throttle("t", NOW - HOUR, 1_000) == NOW - HOUR + 1_000
+    async with db.transaction() as tx:
+        row = await tx.lock_flow_key("app-fn", "singleton", "k")
+        throttled = await tx.advance_throttle("t", NOW - HOUR, 1_000)  # locked too, still drained by NOW
+        purged = await asyncio.wait_for(second_store.purge_flow_keys(NOW, 100), timeout=10)
+        throttle_purged = await asyncio.wait_for(second_store.purge_throttle_keys(NOW, 100), timeout=10)
+        await tx.insert_run(holder)
+        row.run_id = holder.id
+        await tx.update_flow_key(row)
+
+    assert throttled == NOW - HOUR + 2_000
+    assert purged.rows == {"flow_keys": 1}  # the other key only
+    assert throttle_purged.rows == {}
+    assert await purge_all(second_store, "purge_flow_keys", NOW) == {}
+    assert await keys_left(database_url, "flow_keys") == {"singleton/k"}
+    assert await purge_all(second_store, "purge_throttle_keys", NOW) == {"throttle_keys": 1}
