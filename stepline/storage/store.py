@@ -157,7 +157,9 @@ class Transaction(Protocol):
 
     # tasks
     async def functions_fingerprint(self) -> records.FunctionsFingerprint:
-        """The ``functions`` table as this transaction sees it, in three numbers."""
+        """The ``functions`` table in three numbers, as last committed (migration 0013 keeps
+        them in a row of their own; on PostgreSQL a transaction's own changes to ``functions``
+        count from its commit)."""
         ...
 
     async def create_task(self, plan: records.TaskPlan) -> records.TaskPlanOutcome:

@@ -141,6 +141,65 @@ async def _elapsed(db: store.Store, seconds: float) -> float:
     return time.monotonic() - started
 
 
+def _function(app_id: str, name: str, updated_at: int) -> records.FunctionRecord:
+    return records.FunctionRecord(f"{app_id}-{name}", app_id, name, {"triggers": []}, updated_at)
+
+
+async def _summary_and_table(database_url: str) -> tuple[tuple[object, ...], tuple[object, ...]]:
+    summary = await admin_query(database_url, "SELECT functions, latest, versions FROM functions_summary")
+    table = await admin_query(
+        database_url,
+        "SELECT count(*), coalesce(max(updated_at), 0), coalesce(sum(version), 0) FROM functions",
+    )
+    return summary[0], table[0]
+
+
+@postgres_only
+async def test_a_sync_committing_behind_another_counts_its_functions(database_url: str, db: store.Store) -> None:
+    """Two transactions changing functions commit one behind the other: the second waits for
+    the first's summary (migration 0013) and counts the first's functions in its own."""
+    first = await psycopg.AsyncConnection.connect(database_url)
+    second = await psycopg.AsyncConnection.connect(database_url)
+    try:
+        await first.execute(
+            "INSERT INTO functions (id, app_id, name, config, updated_at) VALUES ('a-1', 'a', '1', '{}', 500)"
+        )
+        await first.execute("SET CONSTRAINTS ALL IMMEDIATE")  # its summary now, holding the row till commit
+        await second.execute(
+            "INSERT INTO functions (id, app_id, name, config, updated_at) VALUES ('b-1', 'b', '1', '{}', 400)"
+        )
+        committing = asyncio.ensure_future(second.commit())
+        await asyncio.sleep(0.3)
+        assert not committing.done()  # waits for the first to commit
+        await first.commit()
+        await asyncio.wait_for(committing, 10)
+    finally:
+        await first.close()
+        await second.close()
+    summary, table = await _summary_and_table(database_url)
+    assert summary == table == (2, 500, 2)
+
+
+@postgres_only
+async def test_concurrent_syncs_through_two_stores_keep_the_summary_exact(
+    database_url: str, db: store.Store, second_store: store.Store
+) -> None:
+    async def sync(on: store.Store, app_id: str, rounds: int) -> None:
+        for n in range(rounds):
+            async with on.transaction() as tx:
+                for name in ("x", "y", "z"):
+                    await tx.upsert_function(_function(app_id, name, 1_000 + n))
+                kept = ["x", "y"] if n % 2 else ["x", "y", "z"]
+                await tx.delete_functions_except(app_id, [f"{app_id}-{name}" for name in kept])
+
+    await asyncio.gather(*(sync(on, f"app{i}", 15) for i, on in enumerate([db, second_store, db, second_store])))
+
+    summary, table = await _summary_and_table(database_url)
+    assert summary == table
+    async with db.transaction() as tx:
+        assert await tx.functions_fingerprint() == records.FunctionsFingerprint.of(await db.list_functions())
+
+
 @postgres_only
 async def test_enqueue_in_one_store_wakes_another_through_notify(db: store.Store, second_store: store.Store) -> None:
     await second_store.wait_for_work(0)

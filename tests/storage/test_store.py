@@ -515,6 +515,49 @@ async def test_delete_crons_except(db: store.Store) -> None:
     assert [cron.function_id for cron in await db.due_crons(now=1_000)] == ["blog-daily"]
 
 
+async def _fingerprint(db: store.Store) -> records.FunctionsFingerprint:
+    async with db.transaction() as tx:
+        return await tx.functions_fingerprint()
+
+
+async def test_functions_fingerprint_follows_every_change_to_the_functions(db: store.Store) -> None:
+    """The fingerprint is kept in a row of its own (migration 0013): after each kind of change,
+    in one transaction or several, it is still that of the functions actually stored."""
+    assert await _fingerprint(db) == records.FunctionsFingerprint(0, 0, 0)
+    shop_daily, shop_hourly, blog_daily = (
+        make_function("shop", "daily"),
+        make_function("shop", "hourly"),
+        make_function("blog", "daily"),
+    )
+    changes: list[Callable[[store.Transaction], Awaitable[None]]] = [
+        lambda tx: tx.upsert_function(shop_daily),
+        lambda tx: tx.upsert_function(shop_hourly),
+        lambda tx: tx.upsert_function(blog_daily),
+        # synced again unchanged: a later sync time, the same version
+        lambda tx: tx.upsert_function(dataclasses.replace(shop_daily, updated_at=5_000)),
+        # a changed configuration: a new version
+        lambda tx: tx.upsert_function(dataclasses.replace(shop_hourly, config={"triggers": [], "retries": 1})),
+        lambda tx: tx.delete_functions_except("shop", ["shop-daily"]),
+        lambda tx: tx.delete_functions_except("blog", []),
+    ]
+    seen = {await _fingerprint(db)}
+    for change in changes:
+        async with db.transaction() as tx:
+            await change(tx)
+        stored = records.FunctionsFingerprint.of(await db.list_functions())
+        assert await _fingerprint(db) == stored
+        seen.add(stored)
+    assert len(seen) == len(changes) + 1  # every change moved it
+    assert await _fingerprint(db) == records.FunctionsFingerprint(1, 5_000, 1)
+
+    async with db.transaction() as tx:  # a whole sync in one transaction
+        for function in (shop_hourly, blog_daily):
+            await tx.upsert_function(dataclasses.replace(function, updated_at=7_000))
+        await tx.delete_functions_except("shop", ["shop-hourly"])
+    assert await _fingerprint(db) == records.FunctionsFingerprint.of(await db.list_functions())
+    assert await _fingerprint(db) == records.FunctionsFingerprint(2, 7_000, 2)
+
+
 # transactions and wake-ups
 
 

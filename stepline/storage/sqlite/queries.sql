@@ -265,9 +265,9 @@ SELECT id, url, framework, sdk, checksum, synced_at, error FROM apps WHERE id = 
 SELECT id, app_id, name, config, updated_at, version FROM functions ORDER BY id;
 
 -- name: functions_fingerprint
--- Changes whenever a function is synced, changed or removed (records.FunctionsFingerprint).
-SELECT count(*) AS functions, coalesce(max(updated_at), 0) AS latest, coalesce(sum(version), 0) AS versions
-FROM functions;
+-- Changes whenever a function is synced, changed or removed (records.FunctionsFingerprint): the
+-- aggregate of the functions table, kept in one row by triggers (migration 0013).
+SELECT functions, latest, versions FROM functions_summary;
 
 -- name: delete_functions_except
 -- :function_ids is a JSON array of the app's function ids to keep.
