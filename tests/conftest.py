@@ -106,6 +106,16 @@ async def db(database_url: str) -> AsyncIterator[store.Store]:
         await opened.close()
 
 
+@pytest.fixture
+async def second_store(database_url: str) -> AsyncIterator[store.Store]:
+    """Another store on the ``db`` fixture's database, as a second server process would have."""
+    opened = await open_store(database_url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
 @pytest.fixture(autouse=True)
 def _no_early_retention_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     """Background retention passes wait an hour in tests (5 s in production). Many tests seed rows

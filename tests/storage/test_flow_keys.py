@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
-from stepline.storage import open_store, records, store
+from stepline.storage import records, store
 from tests.storage.test_store import make_run
 
 
@@ -52,16 +51,6 @@ async def test_set_run_events_replaces_a_runs_events(db: store.Store) -> None:
     stored = await db.get_run(run.id)
     assert stored is not None
     assert stored.events == grown
-
-
-@pytest.fixture
-async def second_store(database_url: str) -> AsyncIterator[store.Store]:
-    """Another store on the database, as a second server process would have."""
-    opened = await open_store(database_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)

@@ -9,7 +9,7 @@ import re
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -40,16 +40,6 @@ async def enqueue(db: store.Store, *items: records.QueueItem) -> None:
     async with db.transaction() as tx:
         for item in items:
             await tx.enqueue(item)
-
-
-@pytest.fixture
-async def second_store(database_url: str) -> AsyncIterator[store.Store]:
-    """Another store on the ``db`` fixture's database, as a second server process would have."""
-    opened = await open_store(database_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import itertools
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -469,16 +468,6 @@ async def test_a_pass_deletes_spent_flow_state_whatever_the_period(db: store.Sto
     assert deleted == {"flow_keys": 1, "throttle_keys": 1}
     assert await keys_left(database_url, "flow_keys") == {"rate_limit/live"}
     assert await keys_left(database_url, "throttle_keys") == {"live"}
-
-
-@pytest.fixture
-async def second_store(database_url: str) -> AsyncIterator[store.Store]:
-    """Another store on the database, as a second server process would have."""
-    opened = await open_store(database_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
