@@ -772,13 +772,14 @@ WHERE ctid = ANY(ARRAY(
 --
 -- Ingest locks these rows with upserts, and servers purge side by side: a batch locks its rows
 -- FOR UPDATE SKIP LOCKED (a row an ingest holds is skipped; an upsert waiting on a row locked
--- here inserts a fresh, empty row once it is gone) and deletes them by ctid, re-checking the
--- condition. The ctid is what keeps a live row: a row an ingest changed after this statement's
+-- here inserts a fresh, empty row once it is gone) and deletes them by ctid, as the purges
+-- above do. The ctid is what keeps a live row: a row an ingest changed after this statement's
 -- snapshot is locked in its newest version, which the condition is re-checked on with the old
 -- snapshot (a singleton's new run, inserted by that ingest, is invisible to it, so the row looks
 -- free), and the newest version's ctid is returned: the delete, on the same snapshot, cannot see
 -- that version and leaves the row. Matched by key instead, the delete would find the old
--- version, follow it to the new one, pass the same stale re-check and delete a live row.
+-- version, follow it to the new one, pass the same stale re-check and delete a live row. A row
+-- nobody changed is deleted as the select found it (it stays locked): no second check needed.
 --
 -- No index serves these: an index on due_at or tat would cost every rate-limited, debounced,
 -- batched or throttled run one more index write (the column changes on each use, so the update
@@ -814,21 +815,12 @@ WHERE ctid = ANY(ARRAY(
                 OR NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = flow_keys.run_id AND runs.status = 'queued' OFFSET 0)))
     LIMIT %(limit)s
     FOR UPDATE OF flow_keys SKIP LOCKED
-))
-  AND ((kind = 'rate_limit' AND due_at <= %(now)s)
-       OR (kind = 'singleton'
-           AND (run_id IS NULL
-                OR NOT EXISTS (SELECT 1 FROM runs
-                               WHERE runs.id = flow_keys.run_id AND runs.status IN ('queued', 'running') OFFSET 0)))
-       OR (kind IN ('debounce', 'batch')
-           AND (run_id IS NULL OR due_at <= %(now)s
-                OR NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = flow_keys.run_id AND runs.status = 'queued' OFFSET 0))));
+));
 
 -- name: purge_throttle_keys
 -- A theoretical arrival time that has passed (tat <= now): advance_throttle sets
 -- max(tat, now) + interval = now + interval, what it inserts for a missing key, and the start
--- time (burst included) is reckoned from that new tat alone. Locked and deleted by ctid, the
--- condition re-checked, as above.
+-- time (burst included) is reckoned from that new tat alone. Locked and deleted by ctid, as above.
 DELETE FROM throttle_keys
 WHERE ctid = ANY(ARRAY(
     SELECT ctid
@@ -836,5 +828,4 @@ WHERE ctid = ANY(ARRAY(
     WHERE tat <= %(now)s
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-))
-  AND tat <= %(now)s;
+));
