@@ -40,6 +40,12 @@ other work on the machine moves every figure.
 and writes ``DIR/app-<backend>.txt`` and ``DIR/server-<backend>.txt`` (and ``.html``): where their
 time goes during the route and client cases (profiled figures are not comparable).
 
+``--breakdown`` runs the app and the server through ``bench/enqueue_timed.py``, which times the
+spans of each call inside them (what the app held the request, its enqueue call, what the server
+held the request, the store's write), and prints the route and client cases cut into parts: the
+wire and uvicorn, the app's own work, the hop to the server, the server's own work, the write.
+It costs two clock reads per span, so the figures stay comparable.
+
 By default each timed call is followed (untimed) by a wait until its task ended, so every call
 meets an idle system: the latency a user sees on a quiet server. ``--no-settle`` sends the calls
 back to back while earlier tasks still run, which measures enqueues competing with the work.
@@ -90,6 +96,7 @@ EVENT = "ai/tailor.resume"
 DEFAULT_USERS = 200
 SETTLE_TIMEOUT_S = 30.0
 PROFILED = Path(__file__).with_name("enqueue_profiled.py")
+TIMED = Path(__file__).with_name("enqueue_timed.py")
 DEFAULT_POSTGRES_URL = os.environ.get("STEPLINE_BENCH_POSTGRES_URL", bench_http.DEFAULT_POSTGRES_URL)
 
 
@@ -236,7 +243,13 @@ def app_database(tmp: Path, backend: str) -> Path:
 
 
 def start_app(
-    server_url: str, backend: str, tmp: Path, profile: Path | None, direct_database: str | None = None
+    server_url: str,
+    backend: str,
+    tmp: Path,
+    profile: Path | None,
+    direct_database: str | None = None,
+    *,
+    timed: bool = False,
 ) -> tuple[bench_http.Process, str]:
     """The example app; with ``direct_database``, it writes tasks straight there (``stepline.tasks.connect``)."""
     port = bench_http.free_port()
@@ -244,6 +257,8 @@ def start_app(
     uvicorn += ["--no-access-log", "--log-level", "warning"]
     if profile is not None:
         uvicorn = [str(PROFILED), "app", str(profile / f"app-{backend}.txt"), str(port)]
+    elif timed:
+        uvicorn = [str(TIMED), "app", str(port)]
     env = bench_http.child_env(
         STEPLINE_DEV="1",
         STEPLINE_BASE_URL=server_url,
@@ -261,17 +276,58 @@ def start_app(
     return app, url
 
 
-def start_server(database_url: str, backend: str, tmp: Path, profile: Path | None) -> tuple[bench_http.Process, str]:
+def start_server(
+    database_url: str, backend: str, tmp: Path, profile: Path | None, *, timed: bool = False
+) -> tuple[bench_http.Process, str]:
     port = bench_http.free_port()
     argv = ["-m", "stepline.cli", "dev", "--host", bench_http.HOST, "--port", str(port), "--database-url", database_url]
     if profile is not None:
         argv = [str(PROFILED), "server", str(profile / f"server-{backend}.txt"), str(port), database_url]
+    elif timed:
+        argv = [str(TIMED), "server", str(port), database_url]
     server = bench_http.Process(
         "server", [sys.executable, *argv], bench_http.child_env(), tmp / f"{backend}-server.log"
     )
     url = f"http://{bench_http.HOST}:{port}"
     bench_http.wait_ready(server, f"{url}/health")
     return server, url
+
+
+ROUTE_SPANS = (
+    ("app: held the request", "the wire and uvicorn, browser to app"),
+    ("app: enqueue call", "the app's own work (FastAPI, auth, ownership)"),
+    ("server: held the request", "the hop to the server (SDK, aiohttp, wire, uvicorn)"),
+    ("server: store.create_task", "the server's own work (lane, checks, plan)"),
+)
+CLIENT_SPANS = (
+    ("server: held the request", "the hop to the server (SDK, aiohttp, wire, uvicorn)"),
+    ("server: store.create_task", "the server's own work (lane, checks, plan)"),
+)
+"""For ``--breakdown``: the spans ``bench/enqueue_timed.py`` records, outermost first (each one
+inside the one before), and what the time between a span and the next one inside it is spent on."""
+
+
+def take_timings(url: str) -> dict[str, list[float]]:
+    """The spans a process of ``bench/enqueue_timed.py`` recorded since the last ask (it forgets them)."""
+    with httpx.Client(timeout=60, trust_env=False) as http:
+        found: dict[str, list[float]] = http.get(f"{url}/bench/timings").json()
+    return found
+
+
+def breakdown(case: str, waited: list[float], spans: dict[str, list[float]], names: tuple[tuple[str, str], ...]) -> str:
+    """The case's mean cut into parts: each part is the mean of a span minus the mean of the span
+    inside it (means add up where percentiles do not), the last part the innermost span itself.
+    Spans recorded during the warm-up calls are left out (the last ``len(waited)`` are kept)."""
+    means = [sum(waited) / len(waited)]
+    for name, _ in names:
+        samples = spans.get(name, [])[-len(waited) :]
+        if len(samples) != len(waited):
+            return f"  {case}: breakdown unavailable ({name}: {len(samples)} samples for {len(waited)} calls)"
+        means.append(sum(samples) / len(samples))
+    labels = [label for _, label in names] + ["the store's write (store.create_task)"]
+    parts = [outer - inner for outer, inner in itertools.pairwise(means)] + [means[-1]]
+    cut = "; ".join(f"{label} {part:.2f}" for label, part in zip(labels, parts, strict=True))
+    return f"  {case}, mean {means[0]:.2f} ms in parts: {cut}"
 
 
 def write_profile(url: str) -> None:
@@ -307,15 +363,21 @@ class Databases:
 async def bench_backend(backend: str, args: argparse.Namespace, databases: Databases) -> list[Figures]:
     print(f"{backend}: load average {support.load_average()}")
     server_database = databases.fresh(backend, "server")
-    server, server_url = start_server(server_database, backend, databases.tmp, args.profile)
+    server, server_url = start_server(server_database, backend, databases.tmp, args.profile, timed=args.breakdown)
     app: bench_http.Process | None = None
+    parts: list[str] = []
     try:
-        app, app_url = start_app(server_url, backend, databases.tmp, args.profile)
+        app, app_url = start_app(server_url, backend, databases.tmp, args.profile, timed=args.breakdown)
         bench_http.sync_app(server_url, app_url)
         users = seed_users(app_database(databases.tmp, backend), args.users)
         reader = stepline.Stepline(app_id="bench-enqueue", base_url=server_url, is_dev=True)
         found = [Figures("route", await route_case(app_url, users, settler(reader, args.settle), args))]
+        if args.breakdown:
+            spans = take_timings(app_url) | take_timings(server_url)
+            parts.append(breakdown("route", found[-1].samples, spans, ROUTE_SPANS))
         found.append(Figures("client → server", await client_case(server_url, args)))
+        if args.breakdown:
+            parts.append(breakdown("client → server", found[-1].samples, take_timings(server_url), CLIENT_SPANS))
         if backend == "postgres":
             found.append(Figures("enqueue_in", await enqueue_in_case(server_database, server_url, args)))
             app.stop()
@@ -335,11 +397,13 @@ async def bench_backend(backend: str, args: argparse.Namespace, databases: Datab
     found.append(Figures("embedded", await embedded_case(embedded_url, args)))
     for figures in found:
         print(figures.line())
+    for line in parts:
+        print(line)
     print(f"{backend}: done, load average {support.load_average()}")
     return found
 
 
-def main() -> int:
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--calls", type=int, default=2000, help="timed calls per case (default 2000)")
@@ -362,14 +426,27 @@ def main() -> int:
     )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--profile", type=Path, default=None, help="write a pyinstrument profile of the app here")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="time the spans of each call inside the app and the server, and print the route and client cases "
+        "cut into parts (bench/enqueue_timed.py)",
+    )
     args = parser.parse_args()
+    if args.profile is not None and args.breakdown:
+        parser.error("--profile and --breakdown measure differently: choose one")
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-    # SIGTERM unwinds like Ctrl-C, so that the processes and the databases are still removed.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not 1 <= args.rounds <= args.calls:
         parser.error("--rounds must be from 1 to --calls")
     args.calls //= args.rounds
+    return args
+
+
+def main() -> int:
+    args = parse_arguments()
+    # SIGTERM unwinds like Ctrl-C, so that the processes and the databases are still removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     missed = False
     pooled: dict[str, dict[str, list[float]]] = {}
