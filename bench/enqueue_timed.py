@@ -32,6 +32,8 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bench import enqueue_profiled
+
 TIMINGS_PATH = "/bench/timings"
 APP_ROUTE = ("POST", "/api/resumes/tailor")
 SERVER_ROUTE = ("POST", "/v1/tasks")
@@ -100,22 +102,21 @@ class HeldFor:
 
 
 def build(kind: str, port: int, database_url: str, timings: Timings) -> ASGIApp:
+    """The app or the server as ``bench/enqueue_profiled.py`` builds them, with the spans timed."""
+    built = enqueue_profiled.build(kind, port, database_url)
     if kind == "app":
         from examples.roleready import app as roleready
 
         tasks: Any = roleready.client.tasks
         tasks.enqueue = timings.timed("app: enqueue call", tasks.enqueue)
-        return HeldFor(roleready.app, timings, APP_ROUTE, "app: held the request")
-    from stepline.server import settings as settings_
-    from stepline.server.app import create_app
+        return HeldFor(built, timings, APP_ROUTE, "app: held the request")
     from stepline.storage.postgres.store import PostgresStore
     from stepline.storage.sqlite.store import SQLiteStore
 
     for store_class in (SQLiteStore, PostgresStore):
         store: Any = store_class
         store.create_task = timings.timed("server: store.create_task", store.create_task)
-    settings = settings_.ServerSettings(dev=True, database_url=database_url, host="127.0.0.1", port=port)
-    return HeldFor(create_app(settings), timings, SERVER_ROUTE, "server: held the request")
+    return HeldFor(built, timings, SERVER_ROUTE, "server: held the request")
 
 
 def main() -> None:
