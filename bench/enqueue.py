@@ -42,8 +42,9 @@ time goes during the route and client cases (profiled figures are not comparable
 
 ``--breakdown`` runs the app and the server through ``bench/enqueue_timed.py``, which times the
 spans of each call inside them (what the app held the request, its enqueue call, what the server
-held the request, the store's write), and prints the route and client cases cut into parts: the
-wire and uvicorn, the app's own work, the hop to the server, the server's own work, the write.
+held the request, the store's write, its statements), and prints the route and client cases cut
+into parts: the wire and uvicorn, the app's own work, the hop to the server, the server's own
+work, the store around its statements, the statements.
 It costs two clock reads per span, so the figures stay comparable.
 
 By default each timed call is followed (untimed) by a wait until its task ended, so every call
@@ -298,6 +299,7 @@ ROUTE_SPANS = (
     ("app: enqueue call", "the app's own work (FastAPI, auth, ownership)"),
     ("server: held the request", "the hop to the server (SDK, aiohttp, wire, uvicorn)"),
     ("server: store.create_task", "the server's own work (lane, checks, plan)"),
+    ("server: the statements", "the store around its statements (pool checkout; SQLite: lock, BEGIN, COMMIT)"),
 )
 """For ``--breakdown``: the spans ``bench/enqueue_timed.py`` records, outermost first (each one
 inside the one before), and what the time between a span and the next one inside it is spent on."""
@@ -322,7 +324,7 @@ def breakdown(case: str, waited: list[float], spans: dict[str, list[float]], nam
         if len(samples) != len(waited):
             return f"  {case}: breakdown unavailable ({name}: {len(samples)} samples for {len(waited)} calls)"
         means.append(sum(samples) / len(samples))
-    labels = [label for _, label in names] + ["the store's write (store.create_task)"]
+    labels = [label for _, label in names] + ["the statements (PostgreSQL: round trip, function, commit)"]
     parts = [outer - inner for outer, inner in itertools.pairwise(means)] + [means[-1]]
     cut = "; ".join(f"{label} {part:.2f}" for label, part in zip(labels, parts, strict=True))
     return f"  {case}, mean {means[0]:.2f} ms in parts: {cut}"

@@ -7,7 +7,8 @@
 Each process records, per request, how long it held the request (from the moment uvicorn hands
 it to the ASGI app until the last byte of the answer is handed back) and how long the one call
 on its critical path took: in the app, ``client.tasks.enqueue`` (the hop to the server); in the
-server, the store's ``create_task`` (the transaction). ``GET /bench/timings`` answers the
+server, the store's ``create_task`` (the transaction) and, inside it, its statements (on
+PostgreSQL the call of ``stepline_create_task``). ``GET /bench/timings`` answers the
 samples so far, in milliseconds, and forgets them.
 
 Unlike a profiler this costs two ``perf_counter`` calls per measured span, so the figures are the
@@ -116,6 +117,15 @@ def build(kind: str, port: int, database_url: str, timings: Timings) -> ASGIApp:
     for store_class in (SQLiteStore, PostgresStore):
         store: Any = store_class
         store.create_task = timings.timed("server: store.create_task", store.create_task)
+    # Inside it, the statements: on PostgreSQL one call of ``stepline_create_task``, committed
+    # with it (the connection is in autocommit); on SQLite the writes between BEGIN and COMMIT.
+    from stepline.storage.postgres import transaction as pg_transaction_module
+    from stepline.storage.sqlite.store import SQLiteTransaction
+
+    pg_transaction: Any = pg_transaction_module
+    pg_transaction.create_task = timings.timed("server: the statements", pg_transaction.create_task)
+    sqlite_transaction: Any = SQLiteTransaction
+    sqlite_transaction.create_task = timings.timed("server: the statements", sqlite_transaction.create_task)
     return HeldFor(built, timings, SERVER_ROUTE, "server: held the request")
 
 

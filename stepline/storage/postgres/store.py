@@ -26,6 +26,7 @@ from psycopg.rows import DictRow, dict_row
 
 from stepline import errors
 from stepline.storage import migrate, pages, purge, queries, records, slots, store
+from stepline.storage.postgres import pool as pg_pool
 from stepline.storage.postgres import rows
 from stepline.storage.postgres import transaction as pg_tx
 
@@ -136,7 +137,7 @@ class PostgresStore(purge.PurgeVerbs):
         finally:
             await bootstrap.close()
         freshness = _Freshness()
-        pool = psycopg_pool.AsyncConnectionPool(
+        pool = pg_pool.RecentFirstPool(
             conninfo,
             connection_class=Connection,
             kwargs=_connect_kwargs(conninfo, application_name="stepline"),
