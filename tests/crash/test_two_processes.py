@@ -26,6 +26,7 @@ async def _send(database_url: str) -> None:
 def test_two_processes_never_run_the_same_step_at_once(database_url: str, tmp_path: Path) -> None:
     asyncio.run(_send(database_url))
     log = tmp_path / "executions.db"
+    worker.open_log(str(log)).close()  # before the workers, which would otherwise race to create it
     env = {"STEPLINE_CRASH_STEP_PAUSE": "0.05", "STEPLINE_CRASH_SLEEP": "0.1"}
     workers = [_start_worker(database_url, log, "work", env=env) for _ in range(2)]
     for process in workers:

@@ -29,14 +29,22 @@ SLEEP_SECONDS = float(os.environ.get("STEPLINE_CRASH_SLEEP", "1"))
 client = stepline.Stepline(app_id="crash")
 
 
+def open_log(path: str) -> sqlite3.Connection:
+    """The executions log, created (in WAL mode) if new. A test starting several workers on one
+    log creates it first: two connections switching a new file to WAL at the same moment can fail
+    with 'database is locked' at once, without waiting out the busy timeout."""
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS executions (run_id TEXT, step TEXT, attempt INTEGER, pid INTEGER,"
+        " started REAL, ended REAL)"
+    )
+    return conn
+
+
 class StepLog:
     def __init__(self, path: str) -> None:
-        self._conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS executions (run_id TEXT, step TEXT, attempt INTEGER, pid INTEGER,"
-            " started REAL, ended REAL)"
-        )
+        self._conn = open_log(path)
 
     def start(self, run_id: str, step: str, attempt: int) -> int:
         cursor = self._conn.execute(
