@@ -467,6 +467,22 @@ async def test_database_errors_become_storage_errors(db: store.Store) -> None:
 
 
 @postgres_only
+async def test_a_transaction_whose_statement_failed_commits_nothing(db: store.Store) -> None:
+    taken = make_item(100)
+    await enqueue(db, taken)
+
+    with pytest.raises(errors.StorageError, match="a statement in it failed"):
+        async with db.transaction() as tx:
+            await tx.enqueue(make_item(200))
+            with pytest.raises(errors.StorageError, match="duplicate key"):
+                await tx.enqueue(taken)  # caught here, but PostgreSQL aborted the transaction
+
+    assert await db.count_queue() == 1
+    await enqueue(db, make_item(300))  # the connection went back to the pool usable
+    assert await db.count_queue() == 2
+
+
+@postgres_only
 async def test_unserialisable_json_raises_serialization_error(db: store.Store) -> None:
     item = records.QueueItem(
         id="bad", run_id="run-x", kind=records.ItemKind.STEP, available_at=1, payload={"x": float("nan")}

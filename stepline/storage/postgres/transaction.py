@@ -26,6 +26,12 @@ from stepline.storage import queries, records, slots
 from stepline.storage.postgres import rows
 
 NOTIFY: LiteralString = "NOTIFY stepline_work"
+BEGIN: LiteralString = "BEGIN"
+COMMIT: LiteralString = "COMMIT"
+NOTIFY_AND_COMMIT: LiteralString = "NOTIFY stepline_work; COMMIT"
+"""The end of a transaction that scheduled work: its ``NOTIFY`` and its ``COMMIT`` in one
+round trip (a query without parameters goes by the simple protocol, which takes several
+statements; a failing ``NOTIFY`` stops the ``COMMIT``)."""
 LOCK_KEYS: LiteralString = """
 SELECT pg_advisory_xact_lock(h)
 FROM (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h) AS locks
