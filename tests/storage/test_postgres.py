@@ -466,16 +466,20 @@ async def test_database_errors_become_storage_errors(db: store.Store) -> None:
     assert await db.count_queue() == 1
 
 
+async def _enqueue_past_a_failed_statement(db: store.Store, taken: records.QueueItem) -> None:
+    async with db.transaction() as tx:
+        await tx.enqueue(make_item(200))
+        with pytest.raises(errors.StorageError, match="duplicate key"):
+            await tx.enqueue(taken)  # caught here, but PostgreSQL aborted the transaction
+
+
 @postgres_only
 async def test_a_transaction_whose_statement_failed_commits_nothing(db: store.Store) -> None:
     taken = make_item(100)
     await enqueue(db, taken)
 
     with pytest.raises(errors.StorageError, match="a statement in it failed"):
-        async with db.transaction() as tx:
-            await tx.enqueue(make_item(200))
-            with pytest.raises(errors.StorageError, match="duplicate key"):
-                await tx.enqueue(taken)  # caught here, but PostgreSQL aborted the transaction
+        await _enqueue_past_a_failed_statement(db, taken)
 
     assert await db.count_queue() == 1
     await enqueue(db, make_item(300))  # the connection went back to the pool usable
