@@ -190,10 +190,8 @@ class EngineCore:
 
     # runs
     async def get_run(self, run_id: str) -> views.Run | None:
-        run = await self.store.get_run(run_id)
-        if run is None:
-            return None
-        return views.Run.from_records(run, await self.store.list_steps(run_id))
+        found = await self.store.get_run_with_steps(run_id)
+        return None if found is None else views.Run.from_records(*found)
 
     async def wait_for_run(self, run_id: str, timeout: float = 30.0) -> views.Run:
         """Wait until the run is completed, failed or cancelled; ``RunTimeoutError`` after ``timeout`` s."""

@@ -192,10 +192,11 @@ class Executor:
             if await self._applier.flow_timeout(item):
                 self._on_run_ended(item.run_id)
             return
-        run = await self._db.get_run(item.run_id)
-        if run is None or run.status.is_terminal:
+        found = await self._db.get_run_with_steps(item.run_id)  # the steps for the call, in the same round trip
+        if found is None or found[0].status.is_terminal:
             await self._applier.drop(item)
             return
+        run, steps = found
         fn = self._registry.get(run.function_id)
         if fn is None:
             error = models.error_body(
@@ -208,14 +209,20 @@ class Executor:
         if run.status is records.RunStatus.QUEUED:
             await self._applier.mark_running(run.id)
             if fn.flow.changes_queued_runs:  # the run as it started: all of its batch, or skipped
-                run = await self._db.get_run(run.id)
-                if run is None or run.status.is_terminal:
+                started = await self._db.get_run(run.id)
+                if started is None or started.status.is_terminal:
                     await self._applier.drop(item)
                     return
-        await self._call(item, run, fn)
+                run = started
+        await self._call(item, run, steps, fn)
 
-    async def _call(self, item: records.QueueItem, run: records.RunRecord, fn: registry_.FunctionSpec) -> None:
-        steps = await self._db.list_steps(run.id)
+    async def _call(
+        self,
+        item: records.QueueItem,
+        run: records.RunRecord,
+        steps: list[records.StepRecord],
+        fn: registry_.FunctionSpec,
+    ) -> None:
         request = dispatch.build_request(run, steps, item, fn)
         started_at = self._clock.now_ms()
         checkpointer = (

@@ -245,6 +245,22 @@ async def test_list_steps_in_seq_order(db: store.Store) -> None:
     assert await db.list_steps("missing") == []
 
 
+async def test_get_run_with_steps_reads_both_at_once(db: store.Store) -> None:
+    run, other = make_run(), make_run()
+    steps = [make_step(run.id, "b", 0), make_step(run.id, "a", 1, result=None, kind="sleep")]
+    async with db.transaction() as tx:
+        await tx.insert_run(run)
+        await tx.insert_run(other)
+        for step in reversed(steps):
+            assert await tx.record_step(step)
+        assert await tx.record_step(make_step(other.id, "c", 0))
+
+    assert await db.get_run_with_steps(run.id) == (run, steps)
+    assert await db.get_run_with_steps(run.id) == (await db.get_run(run.id), await db.list_steps(run.id))
+    assert await db.get_run_with_steps("missing") is None
+    assert await db.get_run_with_steps(new_id("run")) is None
+
+
 # queue
 
 

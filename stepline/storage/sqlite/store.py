@@ -460,6 +460,10 @@ class SQLiteStore(purge.PurgeVerbs):
     async def list_steps(self, run_id: str) -> list[records.StepRecord]:
         return [rows.step_record(row) for row in self._reader.all("select_steps", {"run_id": run_id})]
 
+    async def get_run_with_steps(self, run_id: str) -> tuple[records.RunRecord, list[records.StepRecord]] | None:
+        run = await self.get_run(run_id)
+        return None if run is None else (run, await self.list_steps(run_id))
+
     async def get_event(self, internal_id: str) -> records.EventRecord | None:
         row = self._reader.one("select_event", {"internal_id": internal_id})
         return None if row is None else rows.event_record(row)
