@@ -106,11 +106,11 @@ async def runs_page(request: Request) -> Response:
 
 
 async def load_run(runtime: runtime_.ServerRuntime, run_id: str) -> views.RunDetail:
-    run = await runtime.store.get_run(run_id)
-    if run is None:
-        raise PageError(404, f"no run {run_id!r}")
     db = runtime.store
-    steps = await db.list_steps(run_id)
+    found = await db.get_run_with_steps(run_id)
+    if found is None:
+        raise PageError(404, f"no run {run_id!r}")
+    run, steps = found
     pauses = await db.run_pauses(run_id) if not run.status.is_terminal else []
     items = await db.run_queue_items(run_id) if not run.status.is_terminal else []
     return views.run_detail(run, steps, pauses, items, now_ms(runtime))
