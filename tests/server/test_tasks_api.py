@@ -482,6 +482,28 @@ async def test_enqueue_while_the_database_is_down_is_503_and_writes_nothing(data
     assert counted == (2, 2, 0)
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_after_the_database_restarts_enqueues_and_polls_meet_no_error(database_url: str) -> None:
+    """A restart of PostgreSQL cuts every pooled connection. The server's pool still holds them,
+    each used a moment ago, and the first request to be handed one must not answer 503."""
+    settings = settings_.ServerSettings(dev=True, database_url=database_url)
+    name = database_url.rpartition("/")[2]
+    async with support.serve(settings) as server:
+        before = await asyncio.gather(*(post_task(server, task_body()) for _ in range(6)))
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            cut = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            ).fetchall()
+        after = [await post_task(server, task_body()) for _ in range(4)]
+        polled = [await server.client.get(f"/v1/tasks/{reply.json().get('id')}") for reply in after]
+
+    assert [reply.status_code for reply in before] == [202] * 6
+    assert len(cut) >= 2
+    assert [reply.status_code for reply in after] == [202] * 4, [reply.text for reply in after]
+    assert [reply.status_code for reply in polled] == [200] * 4, [reply.text for reply in polled]
+
+
 async def test_concurrent_enqueues_with_one_client_chosen_id_all_answer_202(
     server: support.Server, database_url: str
 ) -> None:

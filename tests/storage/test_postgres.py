@@ -494,3 +494,51 @@ async def test_unserialisable_json_raises_serialization_error(db: store.Store) -
     with pytest.raises(errors.SerializationError, match="not JSON-serialisable"):
         await enqueue(db, item)
     assert await db.count_queue() == 0
+
+
+# connections cut under the pool (a database restart, a failover, an idle timeout)
+
+
+async def _cut_pooled_connections(database_url: str) -> int:
+    """End every pooled backend of the store's database, as a restart of PostgreSQL would;
+    how many there were."""
+    ended = await admin_query(
+        conftest.POSTGRES_ADMIN_URL,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND application_name = 'stepline'",
+        database_name(database_url),
+    )
+    return len(ended)
+
+
+async def _use_several_connections(db: store.Store) -> None:
+    """Statements in flight at once, so that the pool holds several connections, each used just now."""
+    async with asyncio.TaskGroup() as group:
+        for _ in range(4):
+            group.create_task(db.count_queue())
+            group.create_task(enqueue(db, make_item(100)))
+
+
+@postgres_only
+async def test_reads_and_writes_after_the_connections_were_cut_meet_no_error(
+    db: store.Store, database_url: str
+) -> None:
+    await _use_several_connections(db)
+    assert await _cut_pooled_connections(database_url) >= 2
+
+    # Each call would otherwise be handed a dead connection used a moment ago, whose check is
+    # skipped, and fail; the first read finds its connection cut and goes again on a live one,
+    # and the transactions that follow are not handed the other dead ones.
+    assert await db.count_queue() == 4
+    await enqueue(db, make_item(200))
+    await enqueue(db, make_item(300))
+    assert len(await db.claim(now=1_000, limit=10, lease_until=60_000)) == 6
+
+
+@postgres_only
+async def test_a_transaction_begun_on_a_cut_connection_goes_on_another(db: store.Store, database_url: str) -> None:
+    await _use_several_connections(db)
+    assert await _cut_pooled_connections(database_url) >= 2
+
+    await enqueue(db, make_item(200))  # the first statement on the pool since the cut
+
+    assert await db.count_queue() == 5

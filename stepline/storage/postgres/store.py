@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, LiteralString, cast
+from typing import Any, LiteralString, TypeVar, cast
 
 import psycopg
 import psycopg_pool
@@ -31,6 +32,8 @@ from stepline.storage.postgres import rows
 from stepline.storage.postgres import transaction as pg_tx
 
 _LOG = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _MAX_CLAIM_ROUND = 512
 """Most items one round of a claim leases while it is parking a busy key's backlog."""
@@ -81,22 +84,30 @@ async def _connect(conninfo: str, where: str, application_name: str) -> Connecti
 
 
 class _Freshness:
-    """The pool's checkout check, skipped for connections used in the last second.
+    """The pool's checkout check, skipped for connections used in the last second, unless one
+    was found cut since.
 
     After a server restart every idle connection is dead; pinging each at checkout hides that
     from callers, but costs a round trip. Connections in steady use (the executor's hot path)
-    skip it: had their server gone, their last statement would already have failed.
+    skip it: had their server gone, their last statement would already have failed. The first
+    statement to find its connection cut (a restart, a failover, a terminated backend) calls
+    ``cut``: a restart cuts every connection at once, so from then on each connection used
+    before that moment is pinged at its next checkout, and the pool replaces the dead ones.
     """
 
     def __init__(self) -> None:
         self._last_used: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
+        self._cut_at = -math.inf
 
     def used(self, conn: Connection) -> None:
         self._last_used[conn] = time.monotonic()
 
+    def cut(self) -> None:
+        self._cut_at = time.monotonic()
+
     async def check(self, conn: Connection) -> None:
         last = self._last_used.get(conn)
-        if last is None or time.monotonic() - last > _CHECK_AFTER_IDLE:
+        if last is None or last <= self._cut_at or time.monotonic() - last > _CHECK_AFTER_IDLE:
             await psycopg_pool.AsyncConnectionPool.check_connection(conn)
 
 
@@ -185,8 +196,51 @@ class PostgresStore(purge.PurgeVerbs):
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
         async with self._pool.connection() as conn:
-            yield conn
+            try:
+                yield conn
+            except BaseException:  # psycopg's error, or already the StorageError it became
+                self._found_cut(conn)
+                raise
             self._freshness.used(conn)
+
+    def _found_cut(self, conn: Connection) -> bool:
+        """Whether ``conn`` was cut under its last statement (the pool discards it when it comes
+        back); if so, every connection used before now is checked at its next checkout."""
+        if conn.broken:
+            self._freshness.cut()
+        return conn.broken
+
+    async def _again_if_cut(self, call: Callable[[Connection], Awaitable[T]]) -> T:
+        """``call`` on a pooled connection, and once more on another (checked) if the first
+        turns out cut before it answers: after a restart of PostgreSQL the pool still holds the
+        dead connections, and callers should not see them. Only for statements that may run
+        twice: reads, and writes whose repeat changes nothing or only delays work (each caller
+        says which)."""
+        handed: Connection | None = None
+        try:
+            async with self._connection() as conn:
+                handed = conn
+                return await call(conn)
+        except (psycopg.OperationalError, errors.StorageError):
+            if handed is None or not handed.broken:
+                raise
+        async with self._connection() as conn:
+            return await call(conn)
+
+    @contextlib.asynccontextmanager
+    async def _begun(self) -> AsyncIterator[Connection]:
+        """A pooled connection inside ``BEGIN``; another if the first was found cut at ``BEGIN``,
+        which is then all that was sent on it."""
+        for attempt in (1, 2):
+            async with self._connection() as conn:
+                try:
+                    await conn.execute(pg_tx.BEGIN, prepare=False)
+                except psycopg.OperationalError:
+                    if self._found_cut(conn) and attempt == 1:
+                        continue
+                    raise
+                yield conn
+                return
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[PostgresTransaction]:
@@ -196,8 +250,7 @@ class PostgresStore(purge.PurgeVerbs):
         # three steps made three such transactions (bench/README.md). Not prepared: psycopg
         # would otherwise prepare these after five uses, like any statement.
         with pg_tx.translated("transaction", self._where):
-            async with self._connection() as conn:
-                await conn.execute(pg_tx.BEGIN, prepare=False)
+            async with self._begun() as conn:
                 tx = PostgresTransaction(conn, self._sql, self._where)
                 try:
                     yield tx
@@ -218,26 +271,47 @@ class PostgresStore(purge.PurgeVerbs):
         if tx.wakes:
             self._work.set()
 
+    # The lone statements below go again on another connection if theirs was cut (see
+    # ``_again_if_cut``): each is a read, or a write that may run twice. A repeated
+    # ``claim_items`` leases other items, and the first lease, which nobody holds, lapses: the
+    # work is delayed, never lost. ``extend_lease``, ``mark_run_started``, ``task_progress``,
+    # ``delete_task_changes`` and ``stepline_create_task`` (which finds the task it made) change
+    # nothing the second time.
+
     async def _fetchall(self, name: str, params: rows.Params) -> list[rows.Row]:
+        async def fetch(conn: Connection) -> list[rows.Row]:
+            cursor = await conn.execute(self._sql[name], params)
+            return await cursor.fetchall()
+
         with pg_tx.translated(name, self._where):
-            async with self._connection() as conn:
-                cursor = await conn.execute(self._sql[name], params)
-                return await cursor.fetchall()
+            return await self._again_if_cut(fetch)
 
     async def _fetchone(self, name: str, params: rows.Params) -> rows.Row | None:
+        async def fetch(conn: Connection) -> rows.Row | None:
+            cursor = await conn.execute(self._sql[name], params)
+            return await cursor.fetchone()
+
         with pg_tx.translated(name, self._where):
-            async with self._connection() as conn:
-                cursor = await conn.execute(self._sql[name], params)
-                return await cursor.fetchone()
+            return await self._again_if_cut(fetch)
 
     async def _fetchall_unprepared(self, name: str, params: rows.Params) -> list[rows.Row]:
         """``_fetchall`` planned for its values every time: psycopg prepares a statement run five
         times, and PostgreSQL may then plan it once for any value (a generic plan). The read
         API's pages must use the index that fits their filter, whatever the filter's value."""
+
+        async def fetch(conn: Connection) -> list[rows.Row]:
+            cursor = await conn.execute(self._sql[name], params, prepare=False)
+            return await cursor.fetchall()
+
         with pg_tx.translated(name, self._where):
-            async with self._connection() as conn:
-                cursor = await conn.execute(self._sql[name], params, prepare=False)
-                return await cursor.fetchall()
+            return await self._again_if_cut(fetch)
+
+    async def _rowcount(self, name: str, params: rows.Params) -> int:
+        async def execute(conn: Connection) -> int:
+            return (await conn.execute(self._sql[name], params)).rowcount
+
+        with pg_tx.translated(name, self._where):
+            return await self._again_if_cut(execute)
 
     # claiming
 
@@ -314,15 +388,12 @@ class PostgresStore(purge.PurgeVerbs):
     # reads
 
     async def mark_run_started(self, run_id: str, now: int) -> None:
-        with pg_tx.translated("mark_run_started", self._where):
-            async with self._connection() as conn:
-                await conn.execute(self._sql["mark_run_started"], {"id": run_id, "now": now})
+        await self._rowcount("mark_run_started", {"id": run_id, "now": now})
 
     async def create_task(self, plan: records.TaskPlan) -> records.TaskPlanOutcome:
         # Autocommit: the function call is the whole transaction, and NOTIFYs at its commit.
         with pg_tx.translated("create_task", self._where):
-            async with self._connection() as conn:
-                outcome = await pg_tx.create_task(conn, plan, self._where)
+            outcome = await self._again_if_cut(lambda conn: pg_tx.create_task(conn, plan, self._where))
         if outcome.started:
             self._work.set()
         return outcome
@@ -346,10 +417,7 @@ class PostgresStore(purge.PurgeVerbs):
 
     async def set_task_progress(self, task_id: str, progress: float, message: str | None, now: int) -> bool:
         params = {"id": task_id, "progress": progress, "message": message, "now": now}
-        with pg_tx.translated("task_progress", self._where):
-            async with self._connection() as conn:
-                cursor = await conn.execute(self._sql["task_progress"], params)
-                return cursor.rowcount == 1
+        return await self._rowcount("task_progress", params) == 1
 
     async def next_pending_deadline(self) -> int | None:
         row = await self._fetchone("next_pending_deadline", {})
@@ -360,10 +428,7 @@ class PostgresStore(purge.PurgeVerbs):
         return [records.task_from_json(row["task"]) for row in await self._fetchall("select_task_changes", params)]
 
     async def prune_task_changes(self, before: int) -> int:
-        with pg_tx.translated("delete_task_changes", self._where):
-            async with self._connection() as conn:
-                cursor = await conn.execute(self._sql["delete_task_changes"], {"before": before})
-                return cursor.rowcount
+        return await self._rowcount("delete_task_changes", {"before": before})
 
     async def list_apps(self) -> list[records.AppRecord]:
         return [rows.app_record(row) for row in await self._fetchall("select_apps", {})]
@@ -385,12 +450,14 @@ class PostgresStore(purge.PurgeVerbs):
     async def get_run_with_steps(self, run_id: str) -> tuple[records.RunRecord, list[records.StepRecord]] | None:
         # Pipelined: both statements are sent before the first answer is awaited, on one
         # connection; each round trip saved is about 0.1 ms of the server's CPU per call.
-        with pg_tx.translated("select_run", self._where):
-            async with self._connection() as conn, conn.pipeline():
+        async def fetch(conn: Connection) -> tuple[rows.Row | None, list[rows.Row]]:
+            async with conn.pipeline():
                 run_cursor = await conn.execute(self._sql["select_run"], {"id": run_id})
                 steps_cursor = await conn.execute(self._sql["select_steps"], {"run_id": run_id})
-                run_row = await run_cursor.fetchone()
-                step_rows = await steps_cursor.fetchall()
+                return await run_cursor.fetchone(), await steps_cursor.fetchall()
+
+        with pg_tx.translated("select_run", self._where):
+            run_row, step_rows = await self._again_if_cut(fetch)
         if run_row is None:
             return None
         return rows.run_record(run_row), [rows.step_record(row) for row in step_rows]
