@@ -163,14 +163,17 @@ class Executor:
 
     async def _process_guarded(self, item: records.QueueItem) -> None:
         try:
-            await self._process_logged(item)
+            failed = not await self._process_logged(item)
         finally:
             # Leave the in-flight set before yielding again, so a heartbeat never extends the
             # lease of an item this worker has finished with.
             self._inflight.pop(item.id, None)
             self._slot_freed.set()
+        if failed:
+            await self._retry_soon(item)
 
-    async def _process_logged(self, item: records.QueueItem) -> None:
+    async def _process_logged(self, item: records.QueueItem) -> bool:
+        """Process ``item``; False if it failed and must be claimed again."""
         try:
             await self.process(item)
         except transitions.LeaseLostError:
@@ -178,8 +181,33 @@ class Executor:
         except asyncio.CancelledError:
             raise
         except Exception:
-            # A storage failure: the lease expires and the item is claimed again.
-            logger.exception("processing queue item %s failed; it will be retried after its lease", item.id)
+            # A storage failure (the database restarted, a statement failed): whatever the
+            # failed transaction wrote was rolled back, and the item goes to a claimer again.
+            logger.exception(
+                "processing queue item %s failed; it will be retried in %g s",
+                item.id,
+                self._retry_delay_ms(item) / 1000,
+            )
+            return False
+        return True
+
+    def _retry_delay_ms(self, item: records.QueueItem) -> int:
+        """1 s after an item's first failure, doubling with each claim, up to a lease: a restart of
+        the database costs the runs it cut a second instead of a lease, and an item that keeps
+        failing is not retried in a tight loop."""
+        return int(min(self._lease_ms, 1000 * 2 ** min(max(0, item.claims - 1), 16)))
+
+    async def _retry_soon(self, item: records.QueueItem) -> None:
+        """Shorten the failed item's lease to ``_retry_delay_ms`` (only while this worker still
+        holds it: the lease is matched on its claim count, as the heartbeat's). If that fails too,
+        the item waits out its lease, as it would have anyway. A heartbeat that read the lease
+        just before the item left the in-flight set may still extend it: then, too, it waits out
+        its lease."""
+        until = self._clock.now_ms() + self._retry_delay_ms(item)
+        try:
+            await self._db.extend_leases([(item.id, item.claims)], until)
+        except Exception as exc:
+            logger.warning("item %s will be retried after its lease: shortening it failed: %s", item.id, exc)
 
     async def process(self, item: records.QueueItem) -> None:
         if item.kind is records.ItemKind.WAKE:

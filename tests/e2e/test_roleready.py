@@ -8,8 +8,9 @@ Two parts, on SQLite and on PostgreSQL:
   quota (nothing written), 401 without a token, and 503 with a JSON error when the server is
   unreachable.
 * **The property**: under injected failures (the simulated model failing most calls, the app
-  SIGKILLed and restarted while tasks run, the server SIGKILLed and restarted while tasks run),
-  every accepted task ends in a terminal state, the tasks are exactly those the 202s named, and
+  SIGKILLed and restarted while tasks run, the server SIGKILLed and restarted while tasks run,
+  and on PostgreSQL every database connection cut while tasks run, as a restart of the database
+  does), every accepted task ends in a terminal state, the tasks are exactly those the 202s named, and
   each failed task carries the reason the ``on_failure`` handler wrote. The schedule (who asks
   for which job, how many requests between failures, the model's failure draws) comes from one
   seed, printed on failure; set ``ROLEREADY_PROPERTY_SEED`` to replay one.
@@ -33,10 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from examples.roleready import worker
 from stepline.protocol import sse
+from tests.conftest import POSTGRES_ADMIN_URL
 from tests.e2e import harness
 
 TOKENS = {"alice": "alice-demo-token", "bob": "bob-demo-token", "carol": "carol-demo-token"}
@@ -280,17 +283,17 @@ class Schedule:
     requests: list[tuple[str, str]]
     """(user, job id) per request."""
     phase_ends: list[int]
-    """After these request counts: kill the app; kill the server; kill the app again."""
+    """After these request counts, one failure each, in the order the test gives them."""
 
     @classmethod
-    def draw(cls, seed: int) -> Schedule:
+    def draw(cls, seed: int, failures: int) -> Schedule:
         rng = random.Random(seed)
         users = list(JOBS)
         requests = []
         for _ in range(PROPERTY_REQUESTS):
             user = rng.choice(users)
             requests.append((user, rng.choice(JOBS[user])))
-        cuts = sorted(rng.sample(range(4, PROPERTY_REQUESTS - 4), 3))
+        cuts = sorted(rng.sample(range(4, PROPERTY_REQUESTS - 4), failures))
         return cls(seed, requests, cuts)
 
 
@@ -298,6 +301,7 @@ class Property:
     """The processes of the property test and what it saw."""
 
     def __init__(self, database_url: str, directory: Path, seed: int) -> None:
+        self.database_url = database_url
         self.server = harness.ServerProcess(database_url, directory / "server.log")
         self.app = roleready_process(
             self.server,
@@ -351,6 +355,17 @@ class Property:
             harness.assert_error_body(reply, 503)
         self.server.start()
 
+    def cut_database(self) -> None:
+        """End every PostgreSQL backend of the server's database, as a restart of PostgreSQL
+        does: the server's pooled connections, its listener, and any transaction in flight."""
+        self.wait_until_running()
+        name = self.database_url.rpartition("/")[2]
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            ).fetchall()
+        self.timeline.append(f"cut {len(ended)} database connections after {len(self.accepted)} accepted")
+
     def context(self) -> str:
         logs = f"server log:\n{self.server.logs()[-2500:]}\napp log:\n{self.app.logs()[-2500:]}"
         return f"\ntimeline: {self.timeline}\n{logs}"
@@ -364,9 +379,13 @@ def property_seed() -> int:
 def test_every_accepted_task_ends_under_model_errors_and_killed_processes(
     database_url: str, tmp_path: Path, property_seed: int
 ) -> None:
-    schedule = Schedule.draw(property_seed)
     rng = random.Random(property_seed + 1)
     run = Property(database_url, tmp_path, property_seed)
+    injections = [run.kill_app, lambda: run.kill_server(rng), run.kill_app]
+    if database_url.startswith("postgres"):
+        # Requests go on at once, on a pool still holding the dead connections: none may 503.
+        injections.insert(2, run.cut_database)
+    schedule = Schedule.draw(property_seed, len(injections))
     replay = f"(replay with ROLEREADY_PROPERTY_SEED={property_seed})"
     run.app.spawn()
     run.server.spawn()
@@ -375,7 +394,6 @@ def test_every_accepted_task_ends_under_model_errors_and_killed_processes(
         run.server.wait_healthy()
         run.server.api().wait_synced(["roleready-tailor-resume"])
 
-        injections = [run.kill_app, lambda: run.kill_server(rng), run.kill_app]
         for index, (user, job_id) in enumerate(schedule.requests):
             if index in schedule.phase_ends:
                 injections[schedule.phase_ends.index(index)]()

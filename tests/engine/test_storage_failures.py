@@ -1,0 +1,101 @@
+"""A storage failure while the executor processes an item (the database restarted under it, a
+statement failed): the item goes to a claimer again soon, not after its whole lease, and an
+item that keeps failing backs off. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+import stepline
+from stepline import errors
+from stepline.engine.engine import Engine
+from stepline.storage import records
+
+LEASE = timedelta(seconds=30)
+
+
+async def ended(engine: Engine, run_id: str) -> records.RunRecord:
+    """The run once it ended, read with ``get_run`` (``engine.wait_for_run`` reads through the
+    verb the tests make fail)."""
+    deadline = time.monotonic() + LEASE.total_seconds() + 10
+    while (run := await engine.store.get_run(run_id)) is None or not run.status.is_terminal:
+        assert time.monotonic() < deadline, f"run {run_id} did not end"
+        await asyncio.sleep(0.02)
+    return run
+
+
+def counting_function(client: stepline.Stepline, calls: list[str]) -> Any:
+    @client.function(id="record", trigger=stepline.on_event("test/record"))
+    async def record(ctx: stepline.Context) -> str:
+        async def work() -> str:
+            calls.append("work")
+            return "done"
+
+        return await ctx.step.run("work", work)
+
+    return record
+
+
+async def test_an_item_whose_processing_failed_is_retried_in_a_second_not_after_its_lease(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = stepline.Stepline(app_id="storage-failures")
+    calls: list[str] = []
+    async with stepline.Engine(
+        client, [counting_function(client, calls)], database_url=database_url, lease=LEASE
+    ) as engine:
+        read = engine.store.get_run_with_steps
+        failures = 0
+
+        async def fails_once(run_id: str) -> Any:
+            nonlocal failures
+            if failures == 0:
+                failures += 1
+                raise errors.StorageError("PostgreSQL at db: select_run failed: the connection was cut")
+            return await read(run_id)
+
+        monkeypatch.setattr(engine.store, "get_run_with_steps", fails_once)
+        started = time.monotonic()
+        sent = await engine.send(stepline.Event("test/record", {}))
+        run = await ended(engine, sent.run_ids[0])
+        took = time.monotonic() - started
+
+    assert failures == 1
+    assert run.status is records.RunStatus.COMPLETED
+    assert run.output == "done"
+    assert calls == ["work"]
+    assert took < 5, f"the run waited {took:.1f} s: the failed item waited out its lease"
+
+
+async def test_an_item_that_keeps_failing_backs_off(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = stepline.Stepline(app_id="storage-failures-backoff")
+    calls: list[str] = []
+    attempts: list[float] = []
+    async with stepline.Engine(
+        client, [counting_function(client, calls)], database_url=database_url, lease=LEASE
+    ) as engine:
+        read = engine.store.get_run_with_steps
+
+        async def fails_three_times(run_id: str) -> Any:
+            attempts.append(time.monotonic())
+            if len(attempts) <= 3:
+                raise errors.StorageError("PostgreSQL at db: select_run failed: statement timeout")
+            return await read(run_id)
+
+        monkeypatch.setattr(engine.store, "get_run_with_steps", fails_three_times)
+        sent = await engine.send(stepline.Event("test/record", {}))
+        run = await ended(engine, sent.run_ids[0])
+
+    assert run.status is records.RunStatus.COMPLETED
+    assert calls == ["work"]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    # 1 s, 2 s, 4 s after the first, second and third failures (each found by a poll, at most 1 s late)
+    assert len(gaps) == 3, gaps
+    for gap, delay in zip(gaps, (1.0, 2.0, 4.0), strict=True):
+        assert delay - 0.1 <= gap < delay + 1.6, gaps
