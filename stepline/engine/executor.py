@@ -59,12 +59,16 @@ class Executor:
         heartbeat = asyncio.create_task(self._heartbeat(), name="stepline-heartbeat")
         try:
             while not self._stopping:
+                free = self._concurrency - len(self._inflight)
                 claimed = await self._claim_and_start()
                 if len(self._inflight) >= self._concurrency:
                     await self._wait_for_slot()  # full: nothing to claim until a call ends
-                elif claimed == 0:
+                elif claimed < free:
+                    # The queue had no more ready work than that. Work made ready since wakes
+                    # the wait at once (commits set the wake-up), so claiming again now would
+                    # only find nothing: on PostgreSQL two round trips per call to an app.
                     await self._wait(await self._idle_timeout())
-                # else: slots left after a claim, and the queue may hold more ready work
+                # else: the claim was full, and the queue may hold more ready work
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -110,10 +114,17 @@ class Executor:
 
     def _finished_callback(self, item_id: str) -> Callable[[asyncio.Task[None]], None]:
         def finished(_task: asyncio.Task[None]) -> None:
-            self._inflight.pop(item_id, None)
-            self._slot_freed.set()
+            self._leave(item_id)
 
         return finished
+
+    def _leave(self, item_id: str) -> None:
+        """Take an item out of the in-flight set. Only a full executor waits for a slot to free:
+        one with slots to spare waits for work, and a finished item is none (work it scheduled
+        wakes the executor when its transaction commits)."""
+        was_full = len(self._inflight) >= self._concurrency
+        if self._inflight.pop(item_id, None) is not None and was_full:
+            self._slot_freed.set()
 
     async def _idle_timeout(self) -> float:
         timeout = self._poll_interval_s
@@ -167,8 +178,7 @@ class Executor:
         finally:
             # Leave the in-flight set before yielding again, so a heartbeat never extends the
             # lease of an item this worker has finished with.
-            self._inflight.pop(item.id, None)
-            self._slot_freed.set()
+            self._leave(item.id)
         if failed:
             await self._retry_soon(item)
 

@@ -202,6 +202,25 @@ async def test_enqueue_in_one_store_wakes_another_through_notify(db: store.Store
     assert await asyncio.wait_for(waiter, 5.0) < 2.0
 
 
+@postgres_only
+async def test_a_store_is_woken_once_by_its_own_enqueue_and_not_again_by_its_notify(
+    db: store.Store, second_store: store.Store
+) -> None:
+    """The commit wakes the store that made it; the NOTIFY it sent wakes the other stores only,
+    so the first store's executor does not claim again for nothing when it comes back."""
+    await enqueue(db, make_item(99))  # every pooled connection used so far is known
+    await db.wait_for_work(0)
+    await asyncio.sleep(0.3)  # that enqueue's own NOTIFY has come back by now
+    await db.wait_for_work(0)
+    await second_store.wait_for_work(0)
+
+    await enqueue(db, make_item(100))
+
+    assert await _elapsed(db, 5.0) < 0.1  # woken at commit
+    assert await _elapsed(second_store, 5.0) < 2.0  # by the NOTIFY
+    assert await _elapsed(db, 0.5) >= 0.45  # and nothing more
+
+
 async def _enqueue_then_fail(db: store.Store) -> None:
     async with db.transaction() as tx:
         await tx.enqueue(make_item(100))

@@ -97,10 +97,18 @@ class _Freshness:
 
     def __init__(self) -> None:
         self._last_used: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
+        self._backend_pids: weakref.WeakKeyDictionary[Connection, int] = weakref.WeakKeyDictionary()
         self._cut_at = -math.inf
 
     def used(self, conn: Connection) -> None:
         self._last_used[conn] = time.monotonic()
+        if conn not in self._backend_pids:
+            self._backend_pids[conn] = conn.info.backend_pid
+
+    def backend_pids(self) -> set[int]:
+        """The PostgreSQL backend processes of the pooled connections used so far (and not yet
+        dropped by the pool)."""
+        return set(self._backend_pids.values())
 
     def cut(self) -> None:
         self._cut_at = time.monotonic()
@@ -267,9 +275,13 @@ class PostgresStore(purge.PurgeVerbs):
                         f"PostgreSQL at {self._where}: transaction rolled back: a statement in it failed"
                     )
                 end = pg_tx.NOTIFY_AND_COMMIT if tx.wakes and not tx.notified else pg_tx.COMMIT
-                await conn.execute(end, prepare=False)
-        if tx.wakes:
-            self._work.set()
+                try:
+                    await conn.execute(end, prepare=False)
+                finally:
+                    # Even when the answer to COMMIT is lost: the commit may have happened, and
+                    # the listener leaves this store's own NOTIFY to this wake-up (``_listen``).
+                    if tx.wakes:
+                        self._work.set()
 
     # The lone statements below go again on another connection if theirs was cut (see
     # ``_again_if_cut``): each is a read, or a write that may run twice. A repeated
@@ -392,9 +404,14 @@ class PostgresStore(purge.PurgeVerbs):
 
     async def create_task(self, plan: records.TaskPlan) -> records.TaskPlanOutcome:
         # Autocommit: the function call is the whole transaction, and NOTIFYs at its commit.
-        with pg_tx.translated("create_task", self._where):
-            outcome = await self._again_if_cut(lambda conn: pg_tx.create_task(conn, plan, self._where))
-        if outcome.started:
+        try:
+            with pg_tx.translated("create_task", self._where):
+                outcome = await self._again_if_cut(lambda conn: pg_tx.create_task(conn, plan, self._where))
+        except BaseException:
+            # It may have committed before its answer was lost (``_transaction`` says why).
+            self._work.set()
+            raise
+        if outcome.started or outcome.existing is not None:  # found made by a call cut after it committed
             self._work.set()
         return outcome
 
@@ -574,8 +591,12 @@ class PostgresStore(purge.PurgeVerbs):
                     backoff = _BACKOFF_MIN
                     self._work.set()  # notifications sent while disconnected are lost: look now
                 conn = self._listener_conn
-                async for _ in conn.notifies(timeout=_LISTENER_HEALTH_INTERVAL):
-                    self._work.set()
+                async for notification in conn.notifies(timeout=_LISTENER_HEALTH_INTERVAL):
+                    # A NOTIFY this store sent itself already woke its executor when the commit
+                    # returned: waking it again would only make it claim nothing (two round
+                    # trips per transaction that scheduled work).
+                    if notification.pid not in self._freshness.backend_pids():
+                        self._work.set()
                 await conn.execute("SELECT 1")  # a quiet spell: make sure the connection lives
             except Exception as exc:  # whatever went wrong, keep listening while the store is open
                 reason = pg_tx.scrub(str(exc), self._conninfo)
