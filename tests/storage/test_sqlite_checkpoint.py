@@ -57,7 +57,7 @@ async def test_the_log_restarts_under_steady_writes_and_reads(tmp_path: Path, mo
     monkeypatch.setattr(checkpoint, "DELAY_S", 0.005)
     monkeypatch.setattr(checkpoint, "RESTART_FRAMES", 200)
     db = await _open(tmp_path / "s.db")
-    written = 1_500
+    written = 3_000
     try:
         largest = 0
         for n in range(written):
@@ -67,8 +67,9 @@ async def test_the_log_restarts_under_steady_writes_and_reads(tmp_path: Path, mo
             largest = max(largest, _wal_bytes(db.path))
             if n % 10 == 0:
                 await asyncio.sleep(0.001)  # let the checkpoint task in, as a server's other work would
-        # 1,500 writes of 2-3 pages each: a log that never restarted would be past 12 MB.
-        assert largest < 6 * 1024 * 1024
+        # 3,000 writes of 2-3 pages each: a log that never restarted would be past 24 MB. A busy
+        # machine delays the checkpoint task (the full suite once saw 8.5 MB), hence the margin.
+        assert largest < 12 * 1024 * 1024
         assert len(await db.list_events(limit=written + 1)) == written
     finally:
         await db.close()

@@ -236,38 +236,33 @@ class PostgresStore(purge.PurgeVerbs):
             return await call(conn)
 
     @contextlib.asynccontextmanager
-    async def _begun(self) -> AsyncIterator[Connection]:
-        """A pooled connection inside ``BEGIN``; another if the first was found cut at ``BEGIN``,
-        which is then all that was sent on it."""
-        for attempt in (1, 2):
-            async with self._connection() as conn:
-                try:
-                    await conn.execute(pg_tx.BEGIN, prepare=False)
-                except psycopg.OperationalError:
-                    if self._found_cut(conn) and attempt == 1:
-                        continue
-                    raise
-                yield conn
-                return
-
-    @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[PostgresTransaction]:
-        # BEGIN and COMMIT by hand, not with psycopg's ``conn.transaction()``, so that a
-        # transaction that scheduled work sends its NOTIFY with its COMMIT: one round trip
-        # instead of two. Each round trip costs the server about 0.2 ms of CPU, and a run of
-        # three steps made three such transactions (bench/README.md). Not prepared: psycopg
-        # would otherwise prepare these after five uses, like any statement.
+        # BEGIN and COMMIT by hand, not with psycopg's ``conn.transaction()``: BEGIN goes with
+        # the first statement (``PostgresTransaction``), and a transaction that scheduled work
+        # sends its NOTIFY with its COMMIT, one round trip each instead of two. Each round trip
+        # costs the server about 0.2 ms of CPU, and a run of three steps makes five transactions
+        # (bench/README.md). Not prepared: psycopg would otherwise prepare these after five uses.
         with pg_tx.translated("transaction", self._where):
-            async with self._begun() as conn:
-                tx = PostgresTransaction(conn, self._sql, self._where)
+            async with contextlib.AsyncExitStack() as held:
+
+                async def replace(cut: psycopg.AsyncConnection[Any]) -> psycopg.AsyncConnection[Any]:
+                    self._found_cut(cast(Connection, cut))
+                    return await held.enter_async_context(self._connection())
+
+                first = await held.enter_async_context(self._connection())
+                tx = PostgresTransaction(first, self._sql, self._where, replace=replace)
                 try:
                     yield tx
                 except BaseException:
                     # As psycopg's own transaction does; a connection too broken to roll back
                     # is discarded by the pool when it comes back.
-                    with contextlib.suppress(psycopg.Error):
-                        await conn.rollback()
+                    if tx.begun:
+                        with contextlib.suppress(psycopg.Error):
+                            await tx.connection.rollback()
                     raise
+                if not tx.begun:
+                    return  # no statement: nothing to commit
+                conn = tx.connection
                 if conn.info.transaction_status is psycopg.pq.TransactionStatus.INERROR:
                     # PostgreSQL would answer COMMIT with a silent ROLLBACK: say so instead.
                     await conn.rollback()

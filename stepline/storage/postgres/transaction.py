@@ -14,8 +14,8 @@ import functools
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any, LiteralString
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import Any, LiteralString, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -45,6 +45,9 @@ CREATE_TASK: LiteralString = "SELECT stepline_create_task(%(plan)s) AS outcome"
 _URL_PASSWORD = re.compile(r"(://[^:/@?#]*:)[^@/?#]*@")
 
 Connection = psycopg.AsyncConnection[DictRow]
+T = TypeVar("T")
+Replace = Callable[[psycopg.AsyncConnection[Any]], Awaitable[psycopg.AsyncConnection[Any]]]
+"""Given a pooled connection found cut, another one from the pool (``PostgresTransaction``)."""
 
 
 def describe(conninfo: str) -> str:
@@ -83,12 +86,29 @@ def translated(what: str, where: str) -> Iterator[None]:
 
 
 class PostgresTransaction:
-    """The ``Transaction`` verbs on one pooled connection inside ``BEGIN ... COMMIT``."""
+    """The ``Transaction`` verbs on one pooled connection inside ``BEGIN ... COMMIT``.
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any], sql: dict[str, LiteralString], where: str) -> None:
+    With ``replace`` (the store's own transactions), ``BEGIN`` is not sent until the first
+    statement, and then in one pipeline with it: one round trip instead of two, on every
+    transaction the executor makes (five per run of three steps). If that round trip finds the
+    connection cut (PostgreSQL restarted), nothing on it was done, and both go again on the
+    connection ``replace`` hands over. The store then commits on ``connection``, if ``begun``.
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        sql: dict[str, LiteralString],
+        where: str,
+        *,
+        replace: Replace | None = None,
+    ) -> None:
         # Any connection will do, whatever its row factory: cursors here ask for dict rows
         # themselves (``tasks.enqueue_in`` runs these verbs on the application's own connection).
         self._conn = conn
+        self._replace = replace
+        self.begun = replace is None
+        """``BEGIN`` was sent (always, on a connection whose transaction the caller began)."""
         self._sql = sql
         self._where = where
         self.where = where
@@ -99,9 +119,34 @@ class PostgresTransaction:
         """A ``NOTIFY`` is already queued for this transaction's commit (``stepline_create_task``
         sends its own): no second statement is needed for ``wakes``."""
 
+    @property
+    def connection(self) -> psycopg.AsyncConnection[Any]:
+        """The connection the transaction is on (another than the first if that was cut)."""
+        return self._conn
+
+    async def _send(self, send: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """``send``'s statements on the transaction's connection; the first ones with ``BEGIN``."""
+        if self.begun:
+            return await send(self._conn)
+        self.begun = True
+        try:
+            return await self._begin_with(send)
+        except psycopg.OperationalError:
+            if self._replace is None or not self._conn.broken:
+                raise
+        self._conn = await self._replace(self._conn)
+        return await self._begin_with(send)
+
+    async def _begin_with(self, send: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+        # Not prepared, as the store's COMMIT: psycopg would prepare it after five uses.
+        async with self._conn.pipeline():
+            await self._conn.execute(BEGIN, prepare=False)
+            return await send(self._conn)
+
     async def _execute(self, name: str, params: rows.Params) -> psycopg.AsyncCursor[DictRow]:
+        sql = self._sql[name]
         with translated(name, self._where):
-            return await self._conn.cursor(row_factory=dict_row).execute(self._sql[name], params)
+            return await self._send(lambda conn: conn.cursor(row_factory=dict_row).execute(sql, params))
 
     async def _fetchone(self, name: str, params: rows.Params) -> rows.Row | None:
         cursor = await self._execute(name, params)
@@ -136,11 +181,12 @@ class PostgresTransaction:
         if not claims:
             return []
         sql = self._sql["insert_idempotency_key"]
-        with translated("insert_idempotency_key", self._where):
+
+        async def send(conn: psycopg.AsyncConnection[Any]) -> list[psycopg.AsyncCursor[Any]]:
             # One pipeline: every claim is sent before the first answer is awaited.
-            async with self._conn.pipeline():
-                cursors = [
-                    await self._conn.execute(
+            async with conn.pipeline():
+                return [
+                    await conn.execute(
                         sql,
                         {
                             "function_id": claim.function_id,
@@ -152,14 +198,22 @@ class PostgresTransaction:
                     )
                     for claim in claims
                 ]
+
+        with translated("insert_idempotency_key", self._where):
+            cursors = await self._send(send)
         return [cursor.rowcount == 1 for cursor in cursors]
 
     async def _execute_many(self, name: str, params: Sequence[rows.Params]) -> None:
         if not params:
             return
+        sql = self._sql[name]
+
+        async def send(conn: psycopg.AsyncConnection[Any]) -> None:
+            async with conn.cursor() as cursor:
+                await cursor.executemany(sql, params)
+
         with translated(name, self._where):
-            async with self._conn.cursor() as cursor:
-                await cursor.executemany(self._sql[name], params)
+            await self._send(send)
 
     async def insert_events(self, events: Sequence[records.EventRecord]) -> None:
         await self._execute_many("insert_event", [rows.event_params(event) for event in events])
@@ -230,13 +284,15 @@ class PostgresTransaction:
         freed = slots.released(found, slot_known=slot_known)
         if not freed:
             return
+        unpark = self._sql["unpark_items"]
+
+        async def send(conn: psycopg.AsyncConnection[Any]) -> list[psycopg.AsyncCursor[Any]]:
+            async with conn.pipeline():  # the lock and the unparks in one round trip
+                await conn.execute(LOCK_KEYS, {"keys": sorted(freed)})
+                return [await conn.execute(unpark, {"key": key, "limit": freed[key]}) for key in sorted(freed)]
+
         with translated("unpark_items", self._where):
-            async with self._conn.pipeline():  # the lock and the unparks in one round trip
-                await self._conn.execute(LOCK_KEYS, {"keys": sorted(freed)})
-                cursors = [
-                    await self._conn.execute(self._sql["unpark_items"], {"key": key, "limit": freed[key]})
-                    for key in sorted(freed)
-                ]
+            cursors = await self._send(send)
         if any(cursor.rowcount for cursor in cursors):
             self.wakes = True
 
@@ -322,7 +378,7 @@ class PostgresTransaction:
         return records.FunctionsFingerprint(int(row["functions"]), int(row["latest"]), int(row["versions"]))
 
     async def create_task(self, plan: records.TaskPlan) -> records.TaskPlanOutcome:
-        outcome = await create_task(self._conn, plan, self._where)
+        outcome = await self._send(lambda conn: create_task(conn, plan, self._where))
         if outcome.started:  # the function notifies at commit; wakes this process's executors too
             self.wakes = self.notified = True
         return outcome
