@@ -131,7 +131,7 @@ class PostgresTransaction:
         self.begun = True
         try:
             return await self._begin_with(send)
-        except psycopg.OperationalError:
+        except (psycopg.OperationalError, errors.StorageError):  # some sends translate their errors
             if self._replace is None or not self._conn.broken:
                 raise
         self._conn = await self._replace(self._conn)
