@@ -53,6 +53,10 @@ class Executor:
         self._inflight: dict[str, tuple[records.QueueItem, asyncio.Task[None]]] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = False
+        self._extending = asyncio.Lock()
+        """Held by the heartbeat from reading the in-flight leases to extending them, and by
+        ``_retry_soon`` to shorten one: a heartbeat that read a lease before its item failed
+        then extends it before the shortening, never after."""
 
     # background mode
     async def run_forever(self) -> None:
@@ -155,14 +159,15 @@ class Executor:
         interval = self._lease_ms / 3000
         while True:
             await asyncio.sleep(interval)
-            leases = [(item.id, item.claims) for item, task in self._inflight.values() if not task.done()]
-            if not leases:
-                continue
-            try:
-                held = await self._db.extend_leases(leases, self._clock.now_ms() + self._lease_ms)
-            except Exception:
-                logger.exception("extending leases failed; will retry")
-                continue
+            async with self._extending:
+                leases = [(item.id, item.claims) for item, task in self._inflight.values() if not task.done()]
+                if not leases:
+                    continue
+                try:
+                    held = await self._db.extend_leases(leases, self._clock.now_ms() + self._lease_ms)
+                except Exception:
+                    logger.exception("extending leases failed; will retry")
+                    continue
             # An item whose token moved on meanwhile (a checkpoint re-leased it) was not lost.
             lost = [
                 item_id
@@ -210,12 +215,11 @@ class Executor:
     async def _retry_soon(self, item: records.QueueItem) -> None:
         """Shorten the failed item's lease to ``_retry_delay_ms`` (only while this worker still
         holds it: the lease is matched on its claim count, as the heartbeat's). If that fails too,
-        the item waits out its lease, as it would have anyway. A heartbeat that read the lease
-        just before the item left the in-flight set may still extend it: then, too, it waits out
-        its lease."""
-        until = self._clock.now_ms() + self._retry_delay_ms(item)
+        the item waits out its lease, as it would have anyway."""
         try:
-            await self._db.extend_leases([(item.id, item.claims)], until)
+            async with self._extending:  # after any heartbeat that still counted the item
+                until = self._clock.now_ms() + self._retry_delay_ms(item)
+                await self._db.extend_leases([(item.id, item.claims)], until)
         except Exception as exc:
             logger.warning("item %s will be retried after its lease: shortening it failed: %s", item.id, exc)
 

@@ -99,3 +99,49 @@ async def test_an_item_that_keeps_failing_backs_off(database_url: str, monkeypat
     assert len(gaps) == 3, gaps
     for gap, delay in zip(gaps, (1.0, 2.0, 4.0), strict=True):
         assert delay - 0.1 <= gap < delay + 1.6, gaps
+
+
+async def test_a_heartbeat_under_way_when_an_item_fails_does_not_undo_its_early_retry(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeat reads the in-flight leases, then extends them; an item that fails between
+    the two has its lease shortened for an early retry. Extending it after that shortening would
+    put the retry back a whole lease."""
+    lease = timedelta(seconds=6)  # a heartbeat every 2 s
+    client = stepline.Stepline(app_id="storage-failures-heartbeat")
+    calls: list[str] = []
+    async with stepline.Engine(
+        client, [counting_function(client, calls)], database_url=database_url, lease=lease
+    ) as engine:
+        read = engine.store.get_run_with_steps
+        extend = engine.store.extend_leases
+        heartbeat_under_way = asyncio.Event()
+        failures = 0
+
+        async def fails_during_the_first_heartbeat(run_id: str) -> Any:
+            nonlocal failures
+            if failures == 0:
+                failures += 1
+                await heartbeat_under_way.wait()
+                raise errors.StorageError("PostgreSQL at db: select_run failed: the connection was cut")
+            return await read(run_id)
+
+        async def slow_first_extension(leases: Any, until: int) -> Any:
+            if not heartbeat_under_way.is_set():  # the heartbeat's: the failure happens meanwhile
+                heartbeat_under_way.set()
+                await asyncio.sleep(0.5)
+            return await extend(leases, until)
+
+        monkeypatch.setattr(engine.store, "get_run_with_steps", fails_during_the_first_heartbeat)
+        monkeypatch.setattr(engine.store, "extend_leases", slow_first_extension)
+        started = time.monotonic()
+        sent = await engine.send(stepline.Event("test/record", {}))
+        run = await ended(engine, sent.run_ids[0])
+        took = time.monotonic() - started
+
+    assert failures == 1
+    assert run.status is records.RunStatus.COMPLETED
+    assert calls == ["work"]
+    # First heartbeat at 2 s, the retry 1 s after the failure (found by a poll at most 1 s late);
+    # the whole lease again would be past 8 s.
+    assert took < 5.5, f"the run took {took:.1f} s: the heartbeat extended the shortened lease"
