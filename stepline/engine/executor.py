@@ -64,14 +64,14 @@ class Executor:
         try:
             while not self._stopping:
                 free = self._concurrency - len(self._inflight)
-                claimed = await self._claim_and_start()
+                claimed, next_at = await self._claim_and_start()
                 if len(self._inflight) >= self._concurrency:
                     await self._wait_for_slot()  # full: nothing to claim until a call ends
                 elif claimed < free:
                     # The queue had no more ready work than that. Work made ready since wakes
                     # the wait at once (commits set the wake-up), so claiming again now would
-                    # only find nothing: on PostgreSQL two round trips per call to an app.
-                    await self._wait(await self._idle_timeout())
+                    # only find nothing: on PostgreSQL a round trip per call to an app.
+                    await self._wait(self._timeout_until(next_at))
                 # else: the claim was full, and the queue may hold more ready work
         finally:
             heartbeat.cancel()
@@ -95,7 +95,7 @@ class Executor:
         """Process ready items until none is ready and none is in flight; returns how many ran."""
         processed = 0
         while True:
-            claimed = await self._claim_and_start()
+            claimed, _ = await self._claim_and_start()
             processed += claimed
             if not self._inflight:
                 if claimed == 0:
@@ -104,17 +104,20 @@ class Executor:
             await asyncio.wait([task for _, task in self._inflight.values()], return_when=asyncio.FIRST_COMPLETED)
 
     # internals
-    async def _claim_and_start(self) -> int:
+    async def _claim_and_start(self) -> tuple[int, int | None]:
+        """Claim what the free slots allow and start it; how many items that was, and the
+        queue's earliest ``available_at`` after the claim (the claim's own round trip)."""
         free = self._concurrency - len(self._inflight)
         if free <= 0 or self._stopping:
-            return 0
+            return 0, None
         now = self._clock.now_ms()
-        items = await self._db.claim(now, free, now + self._lease_ms)
+        claimed = await self._db.claim_and_peek(now, free, now + self._lease_ms)
+        items = claimed.items
         for item in items:
             task = asyncio.create_task(self._process_guarded(item), name=f"stepline-item-{item.id}")
             self._inflight[item.id] = (item, task)
             task.add_done_callback(self._finished_callback(item.id))
-        return len(items)
+        return len(items), claimed.next_available_at
 
     def _finished_callback(self, item_id: str) -> Callable[[asyncio.Task[None]], None]:
         def finished(_task: asyncio.Task[None]) -> None:
@@ -130,9 +133,9 @@ class Executor:
         if self._inflight.pop(item_id, None) is not None and was_full:
             self._slot_freed.set()
 
-    async def _idle_timeout(self) -> float:
+    def _timeout_until(self, next_at: int | None) -> float:
+        """How long to wait for work: until the next item is due, at most a poll interval."""
         timeout = self._poll_interval_s
-        next_at = await self._db.next_available_at()
         if next_at is not None:
             timeout = min(timeout, max(0.0, (next_at - self._clock.now_ms()) / 1000))
         return timeout

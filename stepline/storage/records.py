@@ -126,6 +126,16 @@ class StepRecord:
     ended_at: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClaimedItems:
+    """What ``Store.claim_and_peek`` leased, and how long the queue then has nothing ready."""
+
+    items: list[QueueItem]
+    next_available_at: int | None
+    """The earliest ``available_at`` in the queue once ``items`` were leased (their new leases
+    included), or None when the queue is empty."""
+
+
 @dataclasses.dataclass(slots=True)
 class QueueItem:
     id: str

@@ -231,6 +231,11 @@ class Store(Protocol):
         parked instead (``storage.slots``) and are not returned."""
         ...
 
+    async def claim_and_peek(self, now: int, limit: int, lease_until: int) -> records.ClaimedItems:
+        """``claim``, then ``next_available_at``: what an executor needs to know whether to claim
+        again and how long to sleep, in one round trip where the backend can."""
+        ...
+
     async def extend_leases(self, leases: Sequence[tuple[str, int]], lease_until: int) -> set[str]:
         """Push the lease of each ``(item_id, claims)`` still held; returns the ids still held."""
         ...

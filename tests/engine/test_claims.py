@@ -30,15 +30,15 @@ async def test_runs_one_after_another_cost_no_claim_that_finds_nothing(
     async with stepline.Engine(
         client, [two_steps], database_url=database_url, poll_interval=timedelta(seconds=60)
     ) as engine:
-        claim = engine.store.claim
+        claim = engine.store.claim_and_peek
         leased: list[int] = []
 
-        async def counted(now: int, limit: int, lease_until: int) -> list[records.QueueItem]:
-            items = await claim(now, limit, lease_until)
-            leased.append(len(items))
-            return items
+        async def counted(now: int, limit: int, lease_until: int) -> records.ClaimedItems:
+            claimed = await claim(now, limit, lease_until)
+            leased.append(len(claimed.items))
+            return claimed
 
-        monkeypatch.setattr(engine.store, "claim", counted)
+        monkeypatch.setattr(engine.store, "claim_and_peek", counted)
         for n in range(RUNS):
             sent = await engine.send(stepline.Event("test/claims", {"n": n}))
             run = await engine.wait_for_run(sent.run_ids[0])

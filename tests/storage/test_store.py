@@ -411,6 +411,24 @@ async def test_next_available_at(db: store.Store) -> None:
     assert await db.next_available_at() is None
 
 
+async def test_claim_and_peek_tells_what_it_leased_and_when_the_queue_is_next_due(db: store.Store) -> None:
+    assert await db.claim_and_peek(now=1_000, limit=10, lease_until=60_000) == records.ClaimedItems([], None)
+    first, second, later = make_item(100), make_item(200), make_item(5_000)
+    await enqueue(db, first, second, later)
+
+    # The peek comes after the leases: the items leased are due again only when their lease ends.
+    claimed = await db.claim_and_peek(now=1_000, limit=1, lease_until=60_000)
+    assert [item.id for item in claimed.items] == [first.id]
+    assert claimed.next_available_at == 200  # more is ready: the caller claims again at once
+
+    claimed = await db.claim_and_peek(now=1_000, limit=10, lease_until=60_000)
+    assert [item.id for item in claimed.items] == [second.id]
+    assert claimed.next_available_at == 5_000
+
+    claimed = await db.claim_and_peek(now=1_000, limit=10, lease_until=60_000)
+    assert claimed == records.ClaimedItems([], 5_000)
+
+
 async def test_count_queue(db: store.Store) -> None:
     assert await db.count_queue() == 0
     await enqueue(db, *(make_item(n) for n in range(5)))

@@ -323,26 +323,54 @@ class PostgresStore(purge.PurgeVerbs):
     # claiming
 
     async def claim(self, now: int, limit: int, lease_until: int) -> list[records.QueueItem]:
+        return (await self._claim(now, limit, lease_until, peek=False)).items
+
+    async def claim_and_peek(self, now: int, limit: int, lease_until: int) -> records.ClaimedItems:
+        return await self._claim(now, limit, lease_until, peek=True)
+
+    async def _claim(self, now: int, limit: int, lease_until: int, *, peek: bool) -> records.ClaimedItems:
         if limit <= 0:
-            return []
+            return records.ClaimedItems([], await self.next_available_at() if peek else None)
         items: list[records.QueueItem] = []
         size = limit
         started = time.monotonic()
-        while len(items) < limit:
-            found = await self._fetchall("claim_items", {"now": now, "limit": size, "lease_until": lease_until})
+        while True:
+            params = {"now": now, "limit": size, "lease_until": lease_until}
+            peeked = peek and not items
+            if peeked:
+                found, next_at = await self._claim_items_and_peek(params)
+            else:
+                found = await self._fetchall("claim_items", params)
             found.sort(key=lambda row: int(row["rank"]))
             claimed = [slots.claimed(rows.item_record(row), row) for row in found]
             room = limit - len(items)
             if len(claimed) <= room and not any(claim.tentative for claim in claimed):
                 items.extend(claim.item for claim in claimed)  # no limits involved: done
+                if peeked:  # the peek came after these leases: still true
+                    return records.ClaimedItems(items, next_at)
                 break
             admitted, parked = await self._admit(claimed, now, room)
             items.extend(admitted)
-            if not parked or slots.enough(items, started):
+            if not parked or slots.enough(items, started) or len(items) >= limit:
                 break
             # The head of the queue is a busy key's backlog: park it in larger rounds.
             size = min(_MAX_CLAIM_ROUND, max(limit - len(items), 2 * parked))
-        return items
+        # Admitting, parking and giving back changed what the peek saw: look again.
+        return records.ClaimedItems(items, await self.next_available_at() if peek else None)
+
+    async def _claim_items_and_peek(self, params: rows.Params) -> tuple[list[rows.Row], int | None]:
+        """``claim_items``, then ``next_available_at`` in the same pipeline: one round trip. The
+        pipeline's implicit transaction lets the second see the first's leases."""
+
+        async def fetch(conn: Connection) -> tuple[list[rows.Row], int | None]:
+            async with conn.pipeline():
+                claiming = await conn.execute(self._sql["claim_items"], params)
+                peeking = await conn.execute(self._sql["next_available_at"], {})
+            row = await peeking.fetchone()
+            return await claiming.fetchall(), _available_at(row)
+
+        with pg_tx.translated("claim_items", self._where):
+            return await self._again_if_cut(fetch)
 
     async def _admit(self, claimed: list[slots.Claimed], now: int, room: int) -> tuple[list[records.QueueItem], int]:
         """Under the keys' locks, admit, park or give back claimed items; returns the admitted
@@ -386,8 +414,7 @@ class PostgresStore(purge.PurgeVerbs):
         return {row["id"] for row in await self._fetchall("extend_lease", params)}
 
     async def next_available_at(self) -> int | None:
-        row = await self._fetchone("next_available_at", {})
-        return None if row is None else cast("int | None", row["available_at"])
+        return _available_at(await self._fetchone("next_available_at", {}))
 
     async def due_crons(self, now: int) -> list[records.CronRecord]:
         return [rows.cron_record(row) for row in await self._fetchall("due_crons", {"now": now})]
@@ -606,6 +633,11 @@ class PostgresStore(purge.PurgeVerbs):
                     self._listener_conn = None
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
+
+
+def _available_at(row: rows.Row | None) -> int | None:
+    """``next_available_at``'s answer: the earliest ``available_at``, None for an empty queue."""
+    return None if row is None else cast("int | None", row["available_at"])
 
 
 async def _migrate(conn: Connection, where: str) -> None:
