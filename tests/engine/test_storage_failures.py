@@ -30,6 +30,21 @@ async def ended(engine: Engine, run_id: str) -> records.RunRecord:
     return run
 
 
+async def timed_run(engine: Engine) -> tuple[records.RunRecord, float]:
+    """Send the event of ``counting_function``: its run once it ended, and the seconds that took."""
+    started = time.monotonic()
+    sent = await engine.send(stepline.Event("test/record", {}))
+    run = await ended(engine, sent.run_ids[0])
+    return run, time.monotonic() - started
+
+
+def assert_done_after_one_failure(run: records.RunRecord, calls: list[str], failures: int) -> None:
+    assert failures == 1
+    assert run.status is records.RunStatus.COMPLETED
+    assert run.output == "done"
+    assert calls == ["work"]  # the step ran once: the failure came before it
+
+
 def counting_function(client: stepline.Stepline, calls: list[str]) -> Any:
     @client.function(id="record", trigger=stepline.on_event("test/record"))
     async def record(ctx: stepline.Context) -> str:
@@ -61,15 +76,9 @@ async def test_an_item_whose_processing_failed_is_retried_in_a_second_not_after_
             return await read(run_id)
 
         monkeypatch.setattr(engine.store, "get_run_with_steps", fails_once)
-        started = time.monotonic()
-        sent = await engine.send(stepline.Event("test/record", {}))
-        run = await ended(engine, sent.run_ids[0])
-        took = time.monotonic() - started
+        run, took = await timed_run(engine)
 
-    assert failures == 1
-    assert run.status is records.RunStatus.COMPLETED
-    assert run.output == "done"
-    assert calls == ["work"]
+    assert_done_after_one_failure(run, calls, failures)
     assert took < 5, f"the run waited {took:.1f} s: the failed item waited out its lease"
 
 
@@ -134,14 +143,9 @@ async def test_a_heartbeat_under_way_when_an_item_fails_does_not_undo_its_early_
 
         monkeypatch.setattr(engine.store, "get_run_with_steps", fails_during_the_first_heartbeat)
         monkeypatch.setattr(engine.store, "extend_leases", slow_first_extension)
-        started = time.monotonic()
-        sent = await engine.send(stepline.Event("test/record", {}))
-        run = await ended(engine, sent.run_ids[0])
-        took = time.monotonic() - started
+        run, took = await timed_run(engine)
 
-    assert failures == 1
-    assert run.status is records.RunStatus.COMPLETED
-    assert calls == ["work"]
+    assert_done_after_one_failure(run, calls, failures)
     # First heartbeat at 2 s, the retry 1 s after the failure (found by a poll at most 1 s late);
     # the whole lease again would be past 8 s.
     assert took < 5.5, f"the run took {took:.1f} s: the heartbeat extended the shortened lease"
