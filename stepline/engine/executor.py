@@ -63,16 +63,15 @@ class Executor:
         heartbeat = asyncio.create_task(self._heartbeat(), name="stepline-heartbeat")
         try:
             while not self._stopping:
-                free = self._concurrency - len(self._inflight)
-                claimed, next_at = await self._claim_and_start()
+                _, next_at = await self._claim_and_start()
                 if len(self._inflight) >= self._concurrency:
                     await self._wait_for_slot()  # full: nothing to claim until a call ends
-                elif claimed < free:
-                    # The queue had no more ready work than that. Work made ready since wakes
-                    # the wait at once (commits set the wake-up), so claiming again now would
-                    # only find nothing: on PostgreSQL a round trip per call to an app.
+                else:
+                    # Slots to spare: the claim leased every ready item it could, and the peek
+                    # says when the next one is due (at once if a limit's time budget left some).
+                    # Work made ready since wakes the wait (commits set the wake-up), so claiming
+                    # again now would only find nothing: on PostgreSQL a round trip per call.
                     await self._wait(self._timeout_until(next_at))
-                # else: the claim was full, and the queue may hold more ready work
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
