@@ -45,6 +45,12 @@ def assert_done_after_one_failure(run: records.RunRecord, calls: list[str], fail
     assert calls == ["work"]  # the step ran once: the failure came before it
 
 
+def counting_engine(database_url: str, app_id: str, calls: list[str], lease: timedelta = LEASE) -> Engine:
+    """An engine whose one function appends to ``calls`` each time its step runs."""
+    client = stepline.Stepline(app_id=app_id)
+    return stepline.Engine(client, [counting_function(client, calls)], database_url=database_url, lease=lease)
+
+
 def counting_function(client: stepline.Stepline, calls: list[str]) -> Any:
     @client.function(id="record", trigger=stepline.on_event("test/record"))
     async def record(ctx: stepline.Context) -> str:
@@ -60,11 +66,8 @@ def counting_function(client: stepline.Stepline, calls: list[str]) -> Any:
 async def test_an_item_whose_processing_failed_is_retried_in_a_second_not_after_its_lease(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = stepline.Stepline(app_id="storage-failures")
     calls: list[str] = []
-    async with stepline.Engine(
-        client, [counting_function(client, calls)], database_url=database_url, lease=LEASE
-    ) as engine:
+    async with counting_engine(database_url, "storage-failures", calls) as engine:
         read = engine.store.get_run_with_steps
         failures = 0
 
@@ -83,12 +86,9 @@ async def test_an_item_whose_processing_failed_is_retried_in_a_second_not_after_
 
 
 async def test_an_item_that_keeps_failing_backs_off(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    client = stepline.Stepline(app_id="storage-failures-backoff")
     calls: list[str] = []
     attempts: list[float] = []
-    async with stepline.Engine(
-        client, [counting_function(client, calls)], database_url=database_url, lease=LEASE
-    ) as engine:
+    async with counting_engine(database_url, "storage-failures-backoff", calls) as engine:
         read = engine.store.get_run_with_steps
 
         async def fails_three_times(run_id: str) -> Any:
@@ -117,11 +117,8 @@ async def test_a_heartbeat_under_way_when_an_item_fails_does_not_undo_its_early_
     the two has its lease shortened for an early retry. Extending it after that shortening would
     put the retry back a whole lease."""
     lease = timedelta(seconds=6)  # a heartbeat every 2 s
-    client = stepline.Stepline(app_id="storage-failures-heartbeat")
     calls: list[str] = []
-    async with stepline.Engine(
-        client, [counting_function(client, calls)], database_url=database_url, lease=lease
-    ) as engine:
+    async with counting_engine(database_url, "storage-failures-heartbeat", calls, lease) as engine:
         read = engine.store.get_run_with_steps
         extend = engine.store.extend_leases
         heartbeat_under_way = asyncio.Event()
