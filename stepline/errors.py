@@ -48,6 +48,11 @@ class StorageError(SteplineError):
     """The database failed or could not be reached."""
 
 
+class StorageValueError(StorageError):
+    """The database refused a value the request carried (a NUL byte, a key too long to index):
+    the request is at fault, not the database, so retrying it cannot help."""
+
+
 class MigrationError(StorageError):
     """The database schema could not be migrated."""
 

@@ -51,7 +51,7 @@ class Applied:
 def _sleep_until_ms(op: models.Op, now: int) -> int:
     text = str((op.opts or {}).get("duration") or op.name or "")
     try:
-        target = now + durations.parse_duration_ms(text)
+        target = now + durations.parse_duration_ms(text, at_most_ms=MAX_SLEEP_MS)
     except errors.ConfigurationError:
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -65,7 +65,7 @@ def _sleep_until_ms(op: models.Op, now: int) -> int:
 def _timeout_ms(value: object, now: int) -> int:
     if isinstance(value, str) and value:
         try:
-            return now + min(durations.parse_duration_ms(value), DEFAULT_PAUSE_MS)
+            return now + durations.parse_duration_ms(value, at_most_ms=DEFAULT_PAUSE_MS)
         except errors.ConfigurationError:
             pass
     return now + DEFAULT_PAUSE_MS

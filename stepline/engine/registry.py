@@ -80,11 +80,11 @@ class FunctionSpec:
             raise errors.ConfigurationError(
                 f"function {fn_id!r} has {len(crons)} cron triggers; at most one is supported"
             )
-        step = ((config.get("steps") or {}).get("step")) or {}
-        retries = (step.get("retries") or {}).get("attempts", config.get("retries", DEFAULT_RETRIES))
+        step = _object_at(_object_at(config, "steps", fn_id), "step", fn_id)
+        retries = _object_at(step, "retries", fn_id).get("attempts", config.get("retries", DEFAULT_RETRIES))
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise errors.ConfigurationError(f"function {fn_id!r}: retries must be a non-negative integer")
-        url = (step.get("runtime") or {}).get("url")
+        url = _object_at(step, "runtime", fn_id).get("url")
         return cls(
             id=fn_id,
             app_id=app_id,
@@ -97,6 +97,16 @@ class FunctionSpec:
             flow=flow_options.parse(config, fn_id),
             limits=flow_config.parse(config, fn_id),
         )
+
+
+def _object_at(parent: dict[str, Any], key: str, fn_id: str) -> dict[str, Any]:
+    """``parent[key]`` when it is a JSON object, ``{}`` when absent; anything else is a config error."""
+    value = parent.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise errors.ConfigurationError(f"function {fn_id!r}: {key!r} must be an object")
+    return value
 
 
 def specs_for(

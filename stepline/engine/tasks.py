@@ -70,6 +70,10 @@ class TaskRequest:
             raise errors.ConfigurationError(
                 f"a task needs an 'owner': a non-empty string of at most {MAX_OWNER_LENGTH} (the user's id)"
             )
+        _check_storable("kind", kind)
+        _check_storable("owner", owner)
+        if quota is not None:
+            _check_storable("quota.feature", quota.feature)
         timeout = DEFAULT_PENDING_TIMEOUT_MS if pending_timeout_ms is None else pending_timeout_ms
         if not 1_000 <= timeout <= MAX_PENDING_TIMEOUT_MS:
             raise errors.ConfigurationError("'pending_timeout' must be from 1 second to 30 days")
@@ -81,6 +85,14 @@ class TaskRequest:
                     f"a task 'id' chosen by the client must be a ULID (got {task_id!r}): ids sort by creation time"
                 ) from None
         return cls(kind, owner, event, quota, refund_on_failure, timeout, task_id)
+
+
+def _check_storable(field: str, text: str) -> None:
+    """Refuse what a text column cannot hold (identically on SQLite and PostgreSQL)."""
+    try:
+        jsonvalue.check_json(text, field)
+    except errors.SerializationError as exc:
+        raise errors.ConfigurationError(str(exc)) from None
 
 
 def request_from_body(body: dict[str, Any]) -> TaskRequest:

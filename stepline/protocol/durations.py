@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ _UNITS_MS: dict[str, float] = {
     "d": 86_400_000.0,
     "w": 604_800_000.0,
 }
+MAX_DURATION_MS = 100 * 365 * 86_400_000
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d|w)")
 _FORMAT_UNITS: tuple[tuple[str, int], ...] = (
     ("w", 604_800_000),
@@ -29,8 +31,10 @@ _FORMAT_UNITS: tuple[tuple[str, int], ...] = (
 )
 
 
-def parse_duration_ms(text: str) -> int:
-    """Milliseconds in a time string; raises ``ConfigurationError`` naming the bad text."""
+def parse_duration_ms(text: str, *, at_most_ms: int | None = None) -> int:
+    """Milliseconds in a time string; raises ``ConfigurationError`` naming the bad text.
+
+    With ``at_most_ms``, a longer duration (however long) is that long instead of an error."""
     stripped = text.strip()
     position = 0
     total = 0.0
@@ -43,7 +47,17 @@ def parse_duration_ms(text: str) -> int:
         raise errors.ConfigurationError(
             f"invalid duration {text!r}: expected a time string such as '30s', '5m', '1h30m' or '2d'"
         )
-    return round(total)
+    if at_most_ms is not None and total > at_most_ms:
+        return at_most_ms
+    return _bounded(total, text)
+
+
+def _bounded(milliseconds: float, shown: object) -> int:
+    """``milliseconds`` rounded, if finite and at most ``MAX_DURATION_MS`` long either way: past
+    that a duration is a mistake, and would overflow dates and 64-bit columns downstream."""
+    if not math.isfinite(milliseconds) or abs(milliseconds) > MAX_DURATION_MS:
+        raise errors.ConfigurationError(f"duration {shown!r} is out of range: the longest is 100 years")
+    return round(milliseconds)
 
 
 def format_duration_ms(milliseconds: int) -> str:
@@ -64,9 +78,9 @@ def format_duration_ms(milliseconds: int) -> str:
 def to_milliseconds(value: timedelta | int | float | str) -> int:
     """Milliseconds in a ``timedelta``, a number of seconds, or a time string."""
     if isinstance(value, timedelta):
-        return round(value.total_seconds() * 1000)
+        return _bounded(value.total_seconds() * 1000, value)
     if isinstance(value, str):
         return parse_duration_ms(value)
     if isinstance(value, bool):
         raise errors.ConfigurationError("a duration must be a timedelta, seconds or a time string, not a bool")
-    return round(value * 1000)
+    return _bounded(value * 1000, value)

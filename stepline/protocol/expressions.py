@@ -45,8 +45,9 @@ def compile_expression(source: str) -> Any:
 def evaluate(source: str, variables: dict[str, Any]) -> Any:
     """The value of ``source``; raises ``ExpressionError`` when evaluation fails."""
     program = compile_expression(source)
-    context = _cel().Context(variables, _FUNCTIONS)
     try:
+        # Building the context converts the variables, and fails on values CEL cannot hold.
+        context = _cel().Context(variables, _FUNCTIONS)
         return program.execute(context)
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise errors.ExpressionError(f"expression {source!r} failed: {exc}") from None

@@ -13,12 +13,14 @@ or the server's calls will be refused before they reach Stepline.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import fastapi
 import fastapi.responses
 
+from stepline import errors
 from stepline.protocol import sse
 from stepline.sdk import client as client_
 from stepline.sdk import function as function_
@@ -26,6 +28,7 @@ from stepline.sdk import handler as handler_
 from stepline.sdk import tasks as tasks_
 
 FRAMEWORK = "fast_api"
+logger = logging.getLogger("stepline.fastapi")
 
 
 def serve(
@@ -69,36 +72,48 @@ def task_routes(client: client_.Stepline, *, owner: Any, prefix: str = "/api/tas
             raise _NotFound(task_id)
         return task
 
-    async def get_task(task_id: str, caller: Any = owner) -> fastapi.responses.JSONResponse:
-        try:
-            task = await owned(task_id, caller)
-        except _NotFound as missing:
-            return missing.response()
-        return fastapi.responses.JSONResponse(task.to_wire())
+    async def get_task(task_id: str, caller: Any = owner) -> fastapi.Response:
+        async def answer() -> fastapi.Response:
+            return fastapi.responses.JSONResponse((await owned(task_id, caller)).to_wire())
+
+        return await _guarded(answer)
 
     async def stream_task(task_id: str, caller: Any = owner) -> fastapi.Response:
-        try:
+        async def answer() -> fastapi.Response:
             await owned(task_id, caller)
-        except _NotFound as missing:
-            return missing.response()
 
-        async def frames() -> AsyncIterator[bytes]:
-            async for task in client.tasks.stream(task_id):
-                yield sse.frame("task", task.to_wire(), task.version)
+            async def frames() -> AsyncIterator[bytes]:
+                async for task in client.tasks.stream(task_id):
+                    yield sse.frame("task", task.to_wire(), task.version)
 
-        return fastapi.responses.StreamingResponse(frames(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+            return fastapi.responses.StreamingResponse(frames(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
-    async def cancel_task(task_id: str, caller: Any = owner) -> fastapi.responses.JSONResponse:
-        try:
+        return await _guarded(answer)
+
+    async def cancel_task(task_id: str, caller: Any = owner) -> fastapi.Response:
+        async def answer() -> fastapi.Response:
             await owned(task_id, caller)
-        except _NotFound as missing:
-            return missing.response()
-        return fastapi.responses.JSONResponse((await client.tasks.cancel(task_id)).to_wire())
+            return fastapi.responses.JSONResponse((await client.tasks.cancel(task_id)).to_wire())
+
+        return await _guarded(answer)
 
     router.add_api_route("/{task_id}", get_task, methods=["GET"], summary="Get one of your tasks")
     router.add_api_route("/{task_id}/stream", stream_task, methods=["GET"], summary="Stream one of your tasks")
     router.add_api_route("/{task_id}/cancel", cancel_task, methods=["POST"], summary="Cancel one of your tasks")
     return router
+
+
+async def _guarded(answer: Callable[[], Awaitable[fastapi.Response]]) -> fastapi.Response:
+    """``answer()``, or the JSON error the app's user should see: 404 for a task that is not
+    theirs, 503 while Stepline (its server or database) cannot be reached."""
+    try:
+        return await answer()
+    except _NotFound as missing:
+        return missing.response()
+    except (errors.EventSendError, errors.StorageError) as exc:
+        logger.warning("task route: Stepline is unavailable: %s", exc)
+        body = {"error": "the task service is unavailable right now, please retry", "status": 503}
+        return fastapi.responses.JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
 
 class _NotFound(Exception):

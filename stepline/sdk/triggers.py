@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import zoneinfo
 from typing import Any
 
@@ -55,11 +56,19 @@ def on_cron(schedule: str, tz: str | None = None) -> CronTrigger:
     schedule, tz = split_cron_timezone(schedule, tz)
     if not croniter.croniter.is_valid(schedule):
         raise errors.ConfigurationError(f"invalid cron schedule {schedule!r}: expected 5 fields like '*/5 * * * *'")
+    zone: zoneinfo.ZoneInfo | datetime.timezone = datetime.UTC
     if tz is not None:
         try:
-            zoneinfo.ZoneInfo(tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            zone = zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            # OSError: a zone name longer than the file system allows (the name is a path).
             raise errors.ConfigurationError(f"unknown time zone {tz!r} for cron schedule {schedule!r}") from None
+    try:
+        # A valid expression can still name a date that never comes ("0 0 31 2 *"); croniter
+        # only finds that out when asked for the next time, so ask now rather than at sync.
+        croniter.croniter(schedule, datetime.datetime.now(zone)).get_next(datetime.datetime)
+    except croniter.CroniterBadDateError:
+        raise errors.ConfigurationError(f"cron schedule {schedule!r} never fires") from None
     return CronTrigger(schedule, tz)
 
 

@@ -9,7 +9,6 @@ it means; a network failure or a response that did not come from an SDK is a ret
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -20,7 +19,7 @@ import ulid
 
 from stepline.engine import dispatch
 from stepline.engine import registry as registry_
-from stepline.protocol import models, responses, signing
+from stepline.protocol import jsonvalue, models, responses, signing
 
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
@@ -135,6 +134,6 @@ def _json_or_text(content: bytes) -> Any:
     if not text:
         return None
     try:
-        return json.loads(text)
+        return jsonvalue.loads(text)
     except ValueError:
         return text[:2000]

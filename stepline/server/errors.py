@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[errors.SteplineError], int], ...] = (
     (errors.RunStateError, 409),
     (errors.ConfigurationError, 400),
     (errors.SerializationError, 400),
+    (errors.StorageValueError, 400),
     (errors.StorageError, 503),
 )
 
@@ -49,7 +51,15 @@ class ErrorAnswer:
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body, status_code=self.status, headers=self.headers or None)
+        return _AsciiJSONResponse(self.body, status_code=self.status, headers=self.headers or None)
+
+
+class _AsciiJSONResponse(JSONResponse):
+    """Escapes every non-ASCII character: an error may quote the bad input it refuses, lone
+    surrogates included, which UTF-8 (Starlette's encoding) cannot hold."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _plain(status: int, message: str, headers: dict[str, str] | None = None) -> ErrorAnswer:
@@ -69,8 +79,9 @@ def answer_for(exc: Exception) -> ErrorAnswer:
         for kind, status in _STATUS_BY_ERROR:
             if isinstance(exc, kind):
                 if status == 503:
+                    # The detail names the database's host and the statement: for the log only.
                     logger.warning("database unavailable: %s", exc)
-                    return _plain(503, f"the database is unavailable, try again: {exc}")
+                    return _plain(503, "the database is unavailable, try again")
                 return _plain(status, str(exc))
         logger.exception("unexpected Stepline error", exc_info=exc)
         return _plain(500, str(exc))

@@ -125,6 +125,11 @@ class Lane:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
+            if "\x00" in path or b"%00" in scope["query_string"]:
+                # No id, name or filter holds a NUL, and PostgreSQL cannot even compare with one:
+                # refuse it here, for every route, rather than fail in the database.
+                await _answer(send, Reply(400, {"error": "the URL contains a NUL character (%00)", "status": 400}))
+                return
             root: str = scope.get("root_path", "")
             if root and path.startswith(root):
                 path = path[len(root) :]
@@ -199,7 +204,11 @@ def _size(limit: int) -> str:
 
 async def _answer(send: Send, reply: Reply, *, with_body: bool = True) -> None:
     # As Starlette's JSONResponse encodes it: compact, UTF-8, no NaN.
-    content = json.dumps(reply.body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    text = json.dumps(reply.body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        content = text.encode()
+    except UnicodeEncodeError:  # an error quoting a lone surrogate it refused: escape it, as JSON can
+        content = json.dumps(reply.body, allow_nan=False, separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
     headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers.items()]
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})

@@ -20,7 +20,7 @@ import ulid
 
 from stepline import errors
 from stepline.engine import registry as registry_
-from stepline.protocol import signing
+from stepline.protocol import jsonvalue, signing
 from stepline.server.errors import ApiError
 from stepline.storage import records
 
@@ -60,6 +60,10 @@ class Syncer:
             )
         if not isinstance(payload, dict):
             raise ApiError(400, "the sync body must be a JSON object")
+        try:
+            jsonvalue.check_json(payload, "the sync body")  # it is stored, and hashed as canonical JSON
+        except errors.SerializationError as exc:
+            raise ApiError(400, str(exc)) from None
         fields = _normalise_keys(payload)
         app_id = fields.get("appname")
         url = fields.get("url")
@@ -70,16 +74,7 @@ class Syncer:
             raise ApiError(400, f"app {app_id!r}: 'url' must be the app's http(s) serve URL")
         if not isinstance(functions, list) or len(functions) > MAX_FUNCTIONS:
             raise ApiError(400, f"app {app_id!r}: 'functions' must be a list of at most {MAX_FUNCTIONS}")
-        specs = []
-        for config in functions:
-            if not isinstance(config, dict):
-                raise ApiError(400, f"app {app_id!r}: every function must be a JSON object")
-            try:
-                specs.append(registry_.FunctionSpec.from_config(config, app_id))
-            except errors.ConfigurationError as exc:
-                raise ApiError(400, f"app {app_id!r}: {exc}") from None
-            if specs[-1].url is None:
-                raise ApiError(400, f"app {app_id!r}: function {specs[-1].id!r} has no http(s) runtime URL")
+        specs = _specs(app_id, functions)
         checksum = _checksum(payload)
         previous = await self._runtime.store.get_app(app_id)
         if previous is not None and previous.checksum == checksum and previous.url == url:
@@ -113,8 +108,12 @@ class Syncer:
             headers[signing.SIGNATURE_HEADER] = signing.sign(body, settings.signing_key, int(time.time()))
         try:
             reply = await self._client.put(url, content=body, headers=headers)
+        except httpx.InvalidURL as exc:
+            raise ApiError(400, f"{url!r} is not a usable URL: {exc}") from None
         except httpx.HTTPError as exc:
-            raise ApiError(502, f"could not reach the app at {url}: {exc}") from None
+            # Timeouts carry no message of their own; the class name is the reason.
+            reason = str(exc) or type(exc).__name__
+            raise ApiError(502, f"could not reach the app at {url}: {reason}") from None
         answer = _json(reply)
         if reply.headers.get("x-inngest-sync-kind") == "in_band" and reply.status_code == 200:
             if not isinstance(answer, dict):
@@ -123,6 +122,9 @@ class Syncer:
         if reply.status_code >= 400 or (isinstance(answer, dict) and answer.get("error")):
             message = answer.get("error") or answer.get("message") if isinstance(answer, dict) else answer
             raise ApiError(502, f"the app at {url} failed to sync (HTTP {reply.status_code}): {message}")
+        if not 200 <= reply.status_code < 300 or not isinstance(answer, dict):
+            # A redirect, a login page or any other non-SDK answer: the app did not sync.
+            raise ApiError(502, f"the app at {url} did not answer the sync as an SDK does (HTTP {reply.status_code})")
         return {"ok": True, "status": 200, "app": answer}
 
     async def sync_configured_apps(self) -> None:
@@ -136,9 +138,27 @@ class Syncer:
                     await self.sync_url(url)
                 except ApiError as exc:
                     logger.warning("%s", exc.message)
+                except Exception:
+                    # Keep re-syncing the other apps (and this one, once fixed) whatever went wrong.
+                    logger.exception("syncing the app at %s failed", url)
             if not settings.dev:
                 return
             await asyncio.sleep(settings.sync_interval_s)
+
+
+def _specs(app_id: str, functions: list[Any]) -> list[registry_.FunctionSpec]:
+    """The synced functions' specs; ``ApiError`` 400 naming the first that is not valid."""
+    specs = []
+    for config in functions:
+        if not isinstance(config, dict):
+            raise ApiError(400, f"app {app_id!r}: every function must be a JSON object")
+        try:
+            specs.append(registry_.FunctionSpec.from_config(config, app_id))
+        except errors.ConfigurationError as exc:
+            raise ApiError(400, f"app {app_id!r}: {exc}") from None
+        if specs[-1].url is None:
+            raise ApiError(400, f"app {app_id!r}: function {specs[-1].id!r} has no http(s) runtime URL")
+    return specs
 
 
 def _from_in_band(answer: dict[str, Any]) -> dict[str, Any]:

@@ -100,11 +100,47 @@ def test_reserved_inngest_names_are_400(api: harness.Api, name: str) -> None:
 @pytest.mark.usefixtures("unchanged")
 @pytest.mark.parametrize(
     "event",
-    [{"name": "bad/ok", "data": []}, {"name": "bad/ok", "data": "text"}, {"name": "bad/ok", "ts": "yesterday"}],
-    ids=["data-list", "data-string", "ts-string"],
+    [
+        {"name": "bad/ok", "data": []},
+        {"name": "bad/ok", "data": "text"},
+        {"name": "bad/ok", "ts": "yesterday"},
+        {"name": "bad/ok", "user": "alice"},
+        {"name": "bad/ok", "user": ["alice"]},
+        {"name": "bad/ok", "id": "i" * 513},
+        {"name": "bad/" + "n" * 253},
+        {"name": "bad/ok", "data": {"text": "nul\x00"}},
+    ],
+    ids=["data-list", "data-string", "ts-string", "user-string", "user-list", "long-id", "long-name", "nul"],
 )
 def test_malformed_fields_are_400(api: harness.Api, event: Any) -> None:
     harness.assert_error_body(api.post_events(event), 400)
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"name": "bad/ok", "data": {"text": "half a pair \\ud800"}}',
+        b'{"name": "bad/\\udfff", "data": {}}',
+        b'{"name": "bad/ok", "data": {"n": NaN}}',
+        b'{"name": "bad/ok", "data": {"n": 1e999}}',
+        b'{"name": "bad/ok", "data": {"deep": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+    ],
+    ids=["lone-surrogate-in-data", "lone-surrogate-in-name", "nan", "infinite", "nested-100000-deep"],
+)
+def test_json_no_database_can_store_is_400(api: harness.Api, body: bytes) -> None:
+    harness.assert_error_body(post_raw(api, body), 400)
+    assert api.http.get("/v1/events").status_code == 200  # and the events list still reads
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/runs/%00", "/v1/tasks/01HZZZZZZZZZZZZZZZZZZZZZZ%00", "/v1/tasks?owner=al%00ice", "/v1/runs?function_id=%00"],
+)
+def test_a_nul_in_the_url_is_400(api: harness.Api, path: str) -> None:
+    body = harness.assert_error_body(api.http.get(path), 400)
+    assert "NUL" in body["error"]
 
 
 @pytest.mark.usefixtures("unchanged")
@@ -208,8 +244,42 @@ def test_api_needs_the_signing_key_as_bearer_in_production(stack: Stack, api: ha
         json.dumps({"appName": "x", "url": NOWHERE, "functions": {}}).encode(),
         json.dumps({"appName": "x", "url": NOWHERE, "functions": [sink_config("x-ok"), {"id": "x-bad"}]}).encode(),
         json.dumps({"appName": "x", "url": NOWHERE, "functions": [{**sink_config("x-bad"), "triggers": []}]}).encode(),
+        json.dumps(
+            {
+                "appName": "x",
+                "url": NOWHERE,
+                "functions": [{**sink_config("x-bad"), "triggers": [{"cron": "0 0 31 2 *"}]}],
+            }
+        ).encode(),
+        json.dumps({"appName": "x", "url": NOWHERE, "functions": [{**sink_config("x-bad"), "steps": []}]}).encode(),
+        json.dumps(
+            {
+                "appName": "x",
+                "url": NOWHERE,
+                "functions": [{**sink_config("x-bad"), "steps": {"step": {"runtime": "x"}}}],
+            }
+        ).encode(),
+        json.dumps({"appName": "x", "url": NOWHERE, "functions": [], "extra": float("nan")}).encode(),
+        json.dumps({"appName": "x\ud800", "url": NOWHERE, "functions": []}).encode(),
+        json.dumps({"appName": "x\x00", "url": NOWHERE, "functions": []}).encode(),
+        b'{"appName": "x", "url": "' + NOWHERE.encode() + b'", "functions": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
     ],
-    ids=["malformed", "list", "no-app-name", "bad-url", "functions-object", "one-bad-function", "no-triggers"],
+    ids=[
+        "malformed",
+        "list",
+        "no-app-name",
+        "bad-url",
+        "functions-object",
+        "one-bad-function",
+        "no-triggers",
+        "cron-never-fires",
+        "steps-list",
+        "runtime-string",
+        "nan",
+        "lone-surrogate",
+        "nul",
+        "nested-100000-deep",
+    ],
 )
 def test_bad_sync_payload_is_400_and_writes_nothing(api: harness.Api, payload: bytes) -> None:
     reply = api.http.post("/fn/register", content=payload, headers={"Content-Type": "application/json"})
@@ -217,11 +287,42 @@ def test_bad_sync_payload_is_400_and_writes_nothing(api: harness.Api, payload: b
 
 
 @pytest.mark.usefixtures("unchanged")
+def test_oversized_sync_body_is_413(api: harness.Api) -> None:
+    body = b'{"appName": "x", "url": "' + NOWHERE.encode() + b'", "functions": [], "pad": "' + b"x" * (17 << 20) + b'"}'
+    reply = api.http.post("/fn/register", content=body, headers={"Content-Type": "application/json"})
+    assert "16 MiB" in harness.assert_error_body(reply, 413)["error"]
+
+
+@pytest.mark.usefixtures("unchanged")
 def test_sync_of_an_unreachable_app_is_502(api: harness.Api) -> None:
     body = harness.assert_error_body(api.http.post("/v1/apps/sync", json={"url": NOWHERE}), 502)
     assert NOWHERE in body["error"]
     harness.assert_error_body(api.http.post("/v1/apps/sync", json={"url": "not-a-url"}), 400)
+    harness.assert_error_body(api.http.post("/v1/apps/sync", json={"url": "http://[::1"}), 400)
     harness.assert_error_body(api.http.post("/v1/apps/sync", json={}), 422)
+
+
+# requests from other sites' pages
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("origin", ["http://evil.example", "null"])
+def test_a_post_from_another_sites_page_is_403(api: harness.Api, origin: str) -> None:
+    """A page elsewhere cannot make a visitor's browser send events, syncs or cancels to the server."""
+    text_plain = {"Origin": origin, "Content-Type": "text/plain"}  # the form a page can post without CORS
+    event = json.dumps({"name": "bad/ok", "data": {}})
+    sync = json.dumps({"appName": "csrf", "url": NOWHERE, "functions": [sink_config("csrf-fn")]})
+    for reply in (
+        api.http.post(f"/e/{api.event_key}", content=event, headers=text_plain),
+        api.http.post("/fn/register", content=sync, headers=text_plain),
+        api.http.post("/v1/runs/01HZZZZZZZZZZZZZZZZZZZZZZZ/cancel", headers={"Origin": origin}),
+    ):
+        body = harness.assert_error_body(reply, 403)
+        assert "Origin" in body["error"]
+
+
+def test_a_post_from_the_servers_own_origin_goes_through(api: harness.Api) -> None:
+    own = str(api.http.base_url).rstrip("/")
+    reply = api.http.post(f"/e/{api.event_key}", json={"name": "bad/same-origin"}, headers={"Origin": own})
+    assert reply.status_code == 200, reply.text
 
 
 # unknown things

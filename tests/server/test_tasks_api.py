@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import sqlite3
 import threading
 import time
@@ -101,6 +102,13 @@ async def test_a_client_chosen_id_makes_a_retried_enqueue_return_the_same_task(s
         (task_body(quota={"feature": "tailor", "limit": 5, "window": "1d", "per": "ip"}), "quota.per"),
         (task_body(id="not-a-ulid"), "id"),
         (task_body(pending_timeout="whenever"), "pending_timeout"),
+        (task_body(pending_timeout=1e308), "pending_timeout"),
+        (task_body(pending_timeout=float("nan")), "pending_timeout"),
+        (task_body(quota={"feature": "tailor", "limit": 5, "window": float("inf")}), "quota.window"),
+        (task_body(quota={"feature": "tailor", "limit": 5, "window": "99999999999d"}), "quota.window"),
+        (task_body(owner="al\x00ice"), "owner"),
+        (task_body(kind="tail\ud800or"), "JSON"),
+        (task_body(quota={"feature": "tai\x00lor", "limit": 5, "window": "1d"}), "quota.feature"),
     ],
     ids=[
         "missing-kind",
@@ -115,12 +123,22 @@ async def test_a_client_chosen_id_makes_a_retried_enqueue_return_the_same_task(s
         "extra-quota-field",
         "non-ulid-id",
         "pending-timeout-soon",
+        "pending-timeout-1e308",
+        "pending-timeout-nan",
+        "quota-window-infinite",
+        "quota-window-past-100-years",
+        "nul-in-owner",
+        "lone-surrogate-in-kind",
+        "nul-in-quota-feature",
     ],
 )
 async def test_an_invalid_body_is_422_naming_the_field_and_writes_nothing(
     server: support.Server, body: dict[str, Any], field: str
 ) -> None:
-    reply = await post_task(server, body)
+    # Encoded here, not by httpx: json.dumps writes NaN and Infinity, as careless clients do.
+    reply = await server.client.post(
+        "/v1/tasks", content=json.dumps(body), headers={"Content-Type": "application/json"}
+    )
 
     assert reply.status_code == 422, reply.text
     answer = reply.json()
@@ -676,3 +694,21 @@ async def test_task_routes_cancel_cancels_the_owners_task(database_url: str) -> 
     assert cancelled.json()["status"] == "cancelled"
     assert after["status"] == "cancelled"
     assert after["progress"] == 0.25  # the step after the gate never reported
+
+
+@pytest.mark.parametrize("path", ["/api/ai-jobs/{id}", "/api/ai-jobs/{id}/stream", "/api/ai-jobs/{id}/cancel"])
+async def test_task_routes_answer_503_in_json_while_stepline_is_unreachable(path: str) -> None:
+    # The discard port: nothing listens there, as when the Stepline server is down.
+    client = stepline.Stepline(app_id="no-server", base_url="http://127.0.0.1:9", event_key="k", is_dev=False)
+    app = fastapi.FastAPI()
+    app.include_router(
+        stepline.fastapi.task_routes(client, owner=fastapi.Depends(lambda: "alice"), prefix="/api/ai-jobs")
+    )
+    method = "POST" if path.endswith("cancel") else "GET"
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+        reply = await http.request(method, path.format(id=ulid.ULID()))
+
+    assert reply.status_code == 503, reply.text
+    assert reply.json() == {"error": "the task service is unavailable right now, please retry", "status": 503}
+    assert reply.headers["retry-after"] == "1"

@@ -19,6 +19,7 @@ from psycopg import sql
 
 from stepline import errors
 from stepline.storage import migrate, open_store, queries, records, store
+from stepline.storage.postgres import transaction as pg_tx
 from tests import conftest
 
 postgres_only = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
@@ -470,6 +471,21 @@ async def test_a_malformed_url_raises_storage_error_without_the_password() -> No
     assert "nosuchoption" in str(caught.value)
     assert "s3cret-pw" not in str(caught.value)
     assert caught.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://u:s3cret@pw@db/x", "postgresql://u:***@db/x"),
+        ("postgresql://u@db/x?password=s3cret-pw&sslmode=off", "postgresql://u@db/x?password=***&sslmode=off"),
+        ("postgresql://u:p@db/x", "postgresql://u:***@db/x"),
+    ],
+    ids=["at-sign-in-password", "password-parameter", "one-letter-password"],
+)
+def test_messages_quoting_a_url_mask_its_password_and_nothing_else(url: str, masked: str) -> None:
+    message = f"connection to {url} failed: port 5432 refused the password"
+
+    assert pg_tx.scrub(message, url) == f"connection to {masked} failed: port 5432 refused the password"
 
 
 # driver errors

@@ -33,4 +33,9 @@ def test_on_cron_validates_at_definition_time() -> None:
         stepline.on_cron("every day")
     with pytest.raises(stepline.ConfigurationError, match="unknown time zone"):
         stepline.on_cron("0 9 * * *", tz="Mars/Olympus")
+    with pytest.raises(stepline.ConfigurationError, match="unknown time zone"):
+        stepline.on_cron("0 9 * * *", tz="Z" * 1000)  # longer than a file name may be
+    with pytest.raises(stepline.ConfigurationError, match="never fires"):
+        stepline.on_cron("0 0 31 2 *")  # valid fields, but February has no 31st
     assert stepline.on_cron("0 9 * * *", tz="Europe/Paris").wire_schedule == "TZ=Europe/Paris 0 9 * * *"
+    assert stepline.on_cron("0 0 29 2 *").schedule == "0 0 29 2 *"  # leap years only, but it fires

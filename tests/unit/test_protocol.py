@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from stepline import errors
 from stepline.engine import backoff
-from stepline.protocol import durations, hashing, responses
+from stepline.protocol import durations, hashing, jsonvalue, responses
 
 
 def test_step_ids_hash_as_the_protocol_does() -> None:
@@ -40,6 +41,41 @@ def test_time_strings_parse(text: str, ms: int) -> None:
 def test_bad_time_strings_name_the_problem(text: str) -> None:
     with pytest.raises(errors.ConfigurationError, match="invalid duration"):
         durations.parse_duration_ms(text)
+
+
+@pytest.mark.parametrize(
+    "value", ["36600d", "9" * 400 + "d", 1e308, float("nan"), float("inf"), -1e308, timedelta(days=999_999)]
+)
+def test_durations_past_a_century_are_out_of_range(value: str | float | timedelta) -> None:
+    with pytest.raises(errors.ConfigurationError, match="out of range"):
+        durations.to_milliseconds(value)
+
+
+def test_a_capped_duration_is_capped_however_long() -> None:
+    assert durations.parse_duration_ms("9" * 400 + "d", at_most_ms=5_000) == 5_000
+    assert durations.parse_duration_ms("3s", at_most_ms=5_000) == 3_000
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ({"text": "half a pair \ud800"}, "unpaired surrogate"),
+        ({"text": "nul \x00"}, "NUL"),
+        ({"n": float("nan")}, "not JSON-serialisable"),
+    ],
+)
+def test_unstorable_json_is_refused_naming_the_problem(value: object, problem: str) -> None:
+    with pytest.raises(errors.SerializationError, match=problem):
+        jsonvalue.check_json(value, "the data")
+
+
+def test_storable_json_passes_including_astral_characters() -> None:
+    jsonvalue.check_json({"emoji": "\U0001f600", "escaped-pair": json.loads('"\\ud83d\\ude00"')}, "the data")
+
+
+def test_nesting_too_deep_to_parse_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="nested too deeply"):
+        jsonvalue.loads("[" * 100_000 + "]" * 100_000)
 
 
 @given(st.integers(min_value=0, max_value=10**12))

@@ -17,6 +17,10 @@ from stepline.server import runtime as runtime_
 from stepline.server.errors import ApiError
 
 MAX_EVENT_BYTES = 512 * 1024
+# Names and ids are indexed; PostgreSQL cannot index a key much over 2,700 bytes, and no sane
+# name or idempotency key comes near these.
+MAX_NAME_CHARS = 256
+MAX_ID_CHARS = 512
 MAX_BATCH = 5000
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MIN_TS = 315_532_800_000  # 1980-01-01
@@ -52,6 +56,8 @@ def validate_event(raw: object, index: int) -> dict[str, Any]:
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ApiError(400, f"{where}: 'name' is required and must be a non-empty string")
+    if len(name) > MAX_NAME_CHARS:
+        raise ApiError(400, f"{where}: 'name' is longer than {MAX_NAME_CHARS} characters")
     if name.lower().startswith(events_.INTERNAL_PREFIX):
         raise ApiError(400, f"{where}: event names starting with 'inngest/' are reserved")
     data = raw.get("data")
@@ -60,7 +66,10 @@ def validate_event(raw: object, index: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiError(400, f"{where} ({name}): 'data' must be a JSON object")
     data = {key: value for key, value in data.items() if key != "_inngest"}  # internal field, never from clients
-    event: dict[str, Any] = {"name": name, "data": data, "user": raw.get("user") or {}}
+    user = raw.get("user") or {}
+    if not isinstance(user, dict):
+        raise ApiError(400, f"{where} ({name}): 'user' must be a JSON object")
+    event: dict[str, Any] = {"name": name, "data": data, "user": user}
     event.update(_optional_fields(raw, f"{where} ({name})"))
     try:
         jsonvalue.check_json(event, f"{where} ({name})")
@@ -76,6 +85,8 @@ def _optional_fields(raw: dict[str, Any], where: str) -> dict[str, Any]:
     if raw.get("id") not in (None, ""):
         if not isinstance(raw["id"], str):
             raise ApiError(400, f"{where}: 'id' must be a string")
+        if len(raw["id"]) > MAX_ID_CHARS:
+            raise ApiError(400, f"{where}: 'id' is longer than {MAX_ID_CHARS} characters")
         fields["id"] = raw["id"]
     ts = raw.get("ts")
     if ts is not None:
@@ -91,7 +102,7 @@ async def ingest(request: lane.Request) -> lane.Reply:
     """Accept one event or a list; each is stored with the runs it starts, all in one transaction."""
     runtime = request.runtime
     try:
-        parsed = json.loads(request.body)
+        parsed = jsonvalue.loads(request.body)
     except ValueError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from None
     batch = parsed if isinstance(parsed, list) else [parsed]

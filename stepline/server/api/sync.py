@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
+from stepline.protocol import jsonvalue
 from stepline.server import auth
 from stepline.server.errors import ApiError
 
 router = APIRouter()
 
+MAX_SYNC_BODY_BYTES = 16 * 1024 * 1024
+"""Room for the most functions a sync may hold (1,000), each with a generous configuration."""
+
 
 @router.post("/fn/register")
 async def register(request: Request, server: auth.ApiServer) -> dict[str, Any]:
     try:
-        payload = json.loads(await request.body())
+        payload = jsonvalue.loads(await _body(request))
     except ValueError as exc:
         raise ApiError(400, f"the sync body is not valid JSON: {exc}") from None
     return await server.syncer.register(payload, request.headers.get("x-inngest-expected-server-kind"))
+
+
+async def _body(request: Request) -> bytes:
+    """The body, refused with 413 once it passes ``MAX_SYNC_BODY_BYTES`` (before it is all read)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_SYNC_BODY_BYTES:
+            raise ApiError(413, f"the sync body is larger than {MAX_SYNC_BODY_BYTES // (1024 * 1024)} MiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class SyncRequest(BaseModel):

@@ -131,8 +131,12 @@ def _is_https(request: Request) -> bool:
     return request.url.scheme == "https"
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 class V1Guard:
-    """ASGI middleware: when the dashboard is refused (a non-loopback bind without a token),
+    """ASGI middleware: a state-changing request whose ``Origin`` names another site gets 403.
+    And when the dashboard is refused (a non-loopback bind without a token),
     ``/v1`` and ``/metrics`` requests without an ``Authorization`` header get 401 at once.
     Requests with one go on to the route, which checks the credential itself."""
 
@@ -141,6 +145,12 @@ class V1Guard:
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            headers = dict(scope.get("headers") or [])
+            origin = headers.get(b"origin")
+            if origin is not None and not _same_origin(origin, headers.get(b"host", b"")):
+                await _answer(send, 403, "cross-site request refused: its Origin names another site", {})
+                return
         if scope["type"] == "http" and self.settings.dashboard_refused:
             path: str = scope.get("path", "")
             if path.startswith(("/v1/", "/metrics")) or path == "/v1":
@@ -151,20 +161,34 @@ class V1Guard:
         await self.app(scope, receive, send)
 
 
+def _same_origin(origin: bytes, host: bytes) -> bool:
+    """Whether a browser's ``Origin`` header names the host it sent the request to. Browsers
+    add ``Origin`` to every cross-site POST, and a page elsewhere could otherwise make a
+    visitor's browser send events, syncs or cancels to a key-less server on their machine
+    (a form posting ``text/plain`` needs no CORS pre-flight). Servers and SDKs send no
+    ``Origin``, so they are not affected."""
+    text = origin.decode("latin-1")
+    return text != "null" and urllib.parse.urlsplit(text).netloc.encode("latin-1") == host
+
+
 async def _refuse(send: Send, host: str) -> None:
     message = (
         f"this server listens on {host}, beyond this machine, and has no dashboard token: "
         "send 'Authorization: Bearer <signing key or event key>', or restart it with --dashboard-token"
     )
-    body = json.dumps({"error": message, "status": 401}).encode()
+    await _answer(send, 401, message, {b"www-authenticate": b"Bearer"})
+
+
+async def _answer(send: Send, status: int, message: str, headers: dict[bytes, bytes]) -> None:
+    body = json.dumps({"error": message, "status": status}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 401,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", b"Bearer"),
+                *headers.items(),
             ],
         }
     )

@@ -42,7 +42,9 @@ admitting; releasers while unparking (see ``storage.slots``)."""
 CREATE_TASK: LiteralString = "SELECT stepline_create_task(%(plan)s) AS outcome"
 """``Transaction.create_task`` in one round trip: the function of migration 0009. Not in
 ``queries.sql``, whose names both backends define; SQLite composes the verbs instead."""
-_URL_PASSWORD = re.compile(r"(://[^:/@?#]*:)[^@/?#]*@")
+# The password of a URL's user-info runs to the *last* "@" before the host: it may hold "@".
+_URL_PASSWORD = re.compile(r"(://[^:/@?#]*:)[^/?#]*@")
+_PARAMETER_PASSWORD = re.compile(r"(\bpassword=)[^&\s]*", re.IGNORECASE)  # "?password=" or key=value
 
 Connection = psycopg.AsyncConnection[DictRow]
 T = TypeVar("T")
@@ -68,11 +70,12 @@ def describe(conninfo: str) -> str:
 
 def scrub(text: str, conninfo: str) -> str:
     """``text`` with any password of ``conninfo`` masked."""
-    text = _URL_PASSWORD.sub(r"\1***@", text)
+    text = _PARAMETER_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
     with contextlib.suppress(psycopg.Error):
         password = conninfo_to_dict(conninfo).get("password")
         if password:
-            text = text.replace(str(password), "***")
+            # Only where it stands alone: a password "p" must not mask every "p" of the message.
+            text = re.sub(rf"(?<!\w){re.escape(str(password))}(?!\w)", "***", text)
     return text
 
 
@@ -81,6 +84,10 @@ def translated(what: str, where: str) -> Iterator[None]:
     """Re-raise a driver error as ``StorageError`` naming the operation and the database."""
     try:
         yield
+    except (psycopg.DataError, psycopg.errors.ProgramLimitExceeded) as exc:
+        # Bad data, not a sick database: say what was refused, and nothing of where it lives.
+        reason = exc.diag.message_primary or type(exc).__name__
+        raise errors.StorageValueError(f"the database refused a value: {reason}") from exc
     except psycopg.Error as exc:
         raise errors.StorageError(f"PostgreSQL at {where}: {what} failed: {exc}") from exc
 
