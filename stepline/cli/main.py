@@ -1,41 +1,46 @@
-"""``stepline``: run the server, migrate, send events, inspect runs, make keys.
+"""``stepline``: run the server, migrate, send events, inspect runs, events and tasks, make keys.
 
 Every option can also be set with the ``STEPLINE_*`` variable named in its help. Errors end
-with a one-line reason and a non-zero exit status, never a traceback.
+with a one-line reason and a non-zero exit status, never a traceback (``console``): 1 when the
+server or the database refused or could not be reached, 2 for a bad option or setting, 130 for
+Ctrl-C. The server itself is in ``serve``; the API client in ``api``; the database checks in
+``database``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import json
-import logging
-import socket
-import sys
-import urllib.parse
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import click
-import httpx
 
-from stepline import errors
+from stepline.cli import api, console, database, serve
 from stepline.protocol import signing
 from stepline.server import settings as settings_
-from stepline.storage import open_store, records
+from stepline.storage import records
 
 DEFAULT_URL = f"http://127.0.0.1:{settings_.DEFAULT_PORT}"
 _MAX_PAGE = 500
 """The largest page the server's list routes answer."""
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"Error: {' '.join(message.split())}", err=True)  # one line, whatever the driver said
-    sys.exit(code)
+class _Group(click.Group):
+    """The command group, with Ctrl-C as exit status 130 and no 'Aborted!' (click's default
+    is status 1, which scripts cannot tell from a failure)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            console.note("")  # end the line the terminal's ^C is on
+            raise SystemExit(console.INTERRUPTED) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="stepline")
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="stepline", prog_name="stepline")  # also under python -m stepline.cli
 def main() -> None:
     """Stepline: durable functions for Python apps, on SQLite or PostgreSQL."""
 
@@ -144,70 +149,18 @@ def _server_options(dev: bool) -> Callable[[F], F]:
     return decorate
 
 
-def _split(values: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(item.strip() for value in values for item in value.split(",") if item.strip())
-
-
-def _serve(dev: bool, **options: Any) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per call to an app is noise
-    try:
-        server_settings = settings_.ServerSettings(
-            dev=dev,
-            database_url=options["database_url"] or "",
-            host=options["host"],
-            port=options["port"],
-            signing_key=options["signing_key"],
-            signing_key_fallback=options["signing_key_fallback"],
-            event_keys=_split(options["event_keys"]),
-            app_urls=_split(options["app_urls"]),
-            pool_size=options["pool_size"],
-            concurrency=options["concurrency"],
-            dashboard_token=options["dashboard_token"] or None,
-            otel=options["otel"],
-            retention=settings_.parse_retention(options["retention"]),
-        )
-    except errors.ConfigurationError as exc:
-        _fail(str(exc), 2)
-    _check_port_free(server_settings.host, server_settings.port)
-    _check_database(server_settings.database_url, server_settings.pool_size)
-
-    import uvicorn
-
-    from stepline.server.app import create_app
-
-    if server_settings.dashboard_refused:
-        logging.getLogger("stepline.server").warning(
-            "listening on %s without --dashboard-token: the dashboard is refused and /v1 answers only "
-            "requests with a credential; set STEPLINE_DASHBOARD_TOKEN, or listen on 127.0.0.1 and use an SSH tunnel",
-            server_settings.host,
-        )
-    mode = "dev" if dev else "production"
-    click.echo(
-        f"Stepline {mode} server on http://{server_settings.host}:{server_settings.port} "
-        f"(database {_redact(server_settings.database_url)})"
-    )
-    uvicorn.run(
-        create_app(server_settings),
-        host=server_settings.host,
-        port=server_settings.port,
-        log_level="warning",
-        lifespan="on",
-    )
-
-
 @main.command()
 @_server_options(dev=True)
 def dev(**options: Any) -> None:
     """Run a dev server: SQLite at .stepline/dev.db, no keys needed, apps re-synced every 5 s."""
-    _serve(True, **options)
+    serve.serve(True, **options)
 
 
 @main.command()
 @_server_options(dev=False)
 def start(**options: Any) -> None:
     """Run a production server: requires --database-url, --signing-key and --event-key."""
-    _serve(False, **options)
+    serve.serve(False, **options)
 
 
 @main.command()
@@ -216,8 +169,9 @@ def start(**options: Any) -> None:
 )
 def migrate(database_url: str) -> None:
     """Create or update the database schema (safe to run again)."""
-    _check_database(database_url, 1)
-    click.echo(f"Database {_redact(database_url)} is up to date.")
+    database.check_url(database_url)
+    database.check_opens(database_url, 1, write=False)
+    console.echo(f"Database {database.redact(database_url)} is up to date.")
 
 
 @main.command()
@@ -232,15 +186,54 @@ def migrate(database_url: str) -> None:
 )
 def send(name: str, data: str, event_id: str | None, url: str, event_key: str) -> None:
     """Send event NAME to the server; prints the event ids and the runs it started."""
-    try:
-        payload = json.loads(data)
-    except ValueError as exc:
-        _fail(f"--data is not valid JSON: {exc}", 2)
-    event: dict[str, Any] = {"name": name, "data": payload}
-    if event_id:
+    base = api.server_url(url)
+    event: dict[str, Any] = {"name": name, "data": _event_data(data)}
+    if event_id is not None:
+        if not event_id.strip():
+            console.fail(
+                "--id must not be empty: leave it out to let the server choose the event's id", console.BAD_INPUT
+            )
         event["id"] = event_id
-    answer = _request("POST", f"{url.rstrip('/')}/e/{event_key}", None, json_body=event)
-    click.echo(json.dumps(answer, indent=2))
+    _check_encodable(event)
+    address = base + api.path("e", _given(event_key, "--event-key"))
+    answer = api.request("POST", address, json_body=event, auth_hint=api.EVENT_KEY_HINT)
+    console.echo(json.dumps(answer, indent=2))
+
+
+def _event_data(text: str) -> dict[str, Any]:
+    """``--data`` as a JSON object; NaN, Infinity and numbers too large for a double are refused
+    here, as JSON has no such values (they would fail only when encoded for the request)."""
+
+    def refuse_constant(name: str) -> NoReturn:
+        raise ValueError(f"{name} is not a JSON value")
+
+    def finite(number: str) -> float:
+        value = float(number)
+        if not math.isfinite(value):
+            raise ValueError(f"{number} is too large for a JSON number")
+        return value
+
+    try:
+        payload = json.loads(text, parse_constant=refuse_constant, parse_float=finite)
+    except (ValueError, RecursionError) as exc:
+        console.fail(f"--data is not valid JSON: {exc}", console.BAD_INPUT)
+    if not isinstance(payload, dict):
+        kind = "array" if isinstance(payload, list) else "string" if isinstance(payload, str) else "value"
+        console.fail(
+            f"--data must be a JSON object such as '{{\"user_id\": 42}}' (got a JSON {kind})", console.BAD_INPUT
+        )
+    return payload
+
+
+def _check_encodable(event: dict[str, Any]) -> None:
+    """Text the shell passed that is not UTF-8 (undecodable bytes, lone surrogates) cannot be sent."""
+    try:
+        json.dumps(event, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        console.fail(
+            f"the event holds text that is not valid UTF-8 ({exc.reason}: {exc.object[exc.start : exc.end]!a})",
+            console.BAD_INPUT,
+        )
 
 
 @main.group()
@@ -264,12 +257,34 @@ def _api_options(command: Any) -> Any:
     )(command)
 
 
+def _call(
+    method: str, url: str, signing_key: str | None, *segments: str, query: str = ""
+) -> tuple[dict[str, Any], str]:
+    """The answer of ``method`` on the API path ``segments`` (each quoted whole), and its URL."""
+    address = api.server_url(url) + api.path(*segments) + (f"?{query}" if query else "")
+    return api.request(method, address, signing_key=signing_key), address
+
+
+def _given(value: str, name: str) -> str:
+    """An id the user gave, refused when empty: '' would name the route of the whole list."""
+    if not value.strip():
+        console.fail(f"{name} must not be empty", console.BAD_INPUT)
+    return value
+
+
+def _run_data(method: str, run_id: str, url: str, signing_key: str | None, *action: str) -> tuple[dict[str, Any], str]:
+    """The ``data`` object of the answer about run ``run_id`` (and ``action`` on it), and its URL."""
+    answer, address = _call(method, url, signing_key, "v1", "runs", _given(run_id, "RUN_ID"), *action)
+    return api.field(answer, "data", dict, address), address
+
+
 @runs.command("show")
 @click.argument("run_id")
 @_api_options
 def runs_show(run_id: str, url: str, signing_key: str | None) -> None:
     """Show a run with its steps."""
-    click.echo(json.dumps(_request("GET", f"{url.rstrip('/')}/v1/runs/{run_id}", signing_key)["data"], indent=2))
+    data, _ = _run_data("GET", run_id, url, signing_key)
+    console.echo(json.dumps(data, indent=2))
 
 
 @runs.command("cancel")
@@ -277,8 +292,9 @@ def runs_show(run_id: str, url: str, signing_key: str | None) -> None:
 @_api_options
 def runs_cancel(run_id: str, url: str, signing_key: str | None) -> None:
     """Cancel a run that has not ended."""
-    data = _request("POST", f"{url.rstrip('/')}/v1/runs/{run_id}/cancel", signing_key)["data"]
-    click.echo(f"cancelled {run_id}" if data["cancelled"] else f"{run_id} had already ended")
+    data, address = _run_data("POST", run_id, url, signing_key, "cancel")
+    cancelled = api.field(data, "cancelled", bool, address)
+    console.echo(f"cancelled {run_id}" if cancelled else f"{run_id} had already ended")
 
 
 @runs.command("rerun")
@@ -286,8 +302,8 @@ def runs_cancel(run_id: str, url: str, signing_key: str | None) -> None:
 @_api_options
 def runs_rerun(run_id: str, url: str, signing_key: str | None) -> None:
     """Start a new run of the same function with the same event."""
-    data = _request("POST", f"{url.rstrip('/')}/v1/runs/{run_id}/rerun", signing_key)["data"]
-    click.echo(data["run_id"])
+    data, address = _run_data("POST", run_id, url, signing_key, "rerun")
+    console.echo(api.field(data, "run_id", str, address))
 
 
 @runs.command("retry")
@@ -295,8 +311,8 @@ def runs_rerun(run_id: str, url: str, signing_key: str | None) -> None:
 @_api_options
 def runs_retry(run_id: str, url: str, signing_key: str | None) -> None:
     """Retry a failed run from its failed step, keeping the results of the steps before it."""
-    data = _request("POST", f"{url.rstrip('/')}/v1/runs/{run_id}/retry", signing_key)["data"]
-    click.echo(data["run_id"])
+    data, address = _run_data("POST", run_id, url, signing_key, "retry")
+    console.echo(api.field(data, "run_id", str, address))
 
 
 @runs.command("list")
@@ -314,14 +330,20 @@ def runs_list(
     cancelled run was; then the next page's cursor."""
     known = [value.value for value in records.RunStatus]
     if status is not None and status.lower() not in known:
-        _fail(f"--status must be one of {', '.join(known)} (got {status!r})", 2)
+        console.fail(f"--status must be one of {', '.join(known)} (got {status!r})", console.BAD_INPUT)
     query = _page_query(limit, cursor, status=status and status.lower(), function_id=function_id)
-    answer = _request("GET", f"{url.rstrip('/')}/v1/runs?{query}", signing_key)
+    answer, address = _call("GET", url, signing_key, "v1", "runs", query=query)
     lines = [
-        (run["id"], run["status"], run["function_id"], _utc(run["created_at"]), *_stop_reason(run))
-        for run in answer["data"]
+        (
+            api.field(run, "id", str, address),
+            api.field(run, "status", str, address),
+            api.field(run, "function_id", str, address),
+            _utc(api.field(run, "created_at", int, address)),
+            *_stop_reason(run),
+        )
+        for run in api.field(answer, "data", list, address)
     ]
-    _print_page(lines, answer.get("cursor"), "runs")
+    _print_page(lines, api.optional_str(answer, "cursor", address), "runs")
 
 
 def _stop_reason(run: dict[str, Any]) -> tuple[str, ...]:
@@ -348,13 +370,17 @@ def events_list(name: str | None, limit: int, cursor: str | None, url: str, sign
     """List stored events, newest first: internal id, name, time received (UTC) and, when the sender
     chose one, the public id; then the next page's cursor."""
     query = _page_query(limit, cursor, name=name)
-    answer = _request("GET", f"{url.rstrip('/')}/v1/events?{query}", signing_key)
-    lines = [
-        (event["internal_id"], event["name"], _utc(event["received_at"]))
-        + ((f"id={event['id']}",) if event["id"] != event["internal_id"] else ())
-        for event in answer["data"]
-    ]
-    _print_page(lines, answer.get("cursor"), "events")
+    answer, address = _call("GET", url, signing_key, "v1", "events", query=query)
+    lines = []
+    for event in api.field(answer, "data", list, address):
+        internal_id, public_id = api.field(event, "internal_id", str, address), api.field(event, "id", str, address)
+        line = (
+            internal_id,
+            api.field(event, "name", str, address),
+            _utc(api.field(event, "received_at", int, address)),
+        )
+        lines.append(line + ((f"id={public_id}",) if public_id != internal_id else ()))
+    _print_page(lines, api.optional_str(answer, "cursor", address), "events")
 
 
 @events.command("show")
@@ -362,8 +388,8 @@ def events_list(name: str | None, limit: int, cursor: str | None, url: str, sign
 @_api_options
 def events_show(event_id: str, url: str, signing_key: str | None) -> None:
     """Show an event (by the id sending it printed, or its internal id) with the runs it started."""
-    path = urllib.parse.quote(event_id, safe="")
-    click.echo(json.dumps(_request("GET", f"{url.rstrip('/')}/v1/events/{path}", signing_key)["data"], indent=2))
+    answer, address = _call("GET", url, signing_key, "v1", "events", _given(event_id, "EVENT_ID"))
+    console.echo(json.dumps(api.field(answer, "data", dict, address), indent=2))
 
 
 @main.group()
@@ -385,13 +411,20 @@ def tasks_list(
     """List tasks, newest first: id, status, kind, owner and creation time (UTC), then the next page's cursor."""
     known = [value.value for value in records.TaskStatus]
     if status is not None and status.lower() not in known:
-        _fail(f"--status must be one of {', '.join(known)} (got {status!r})", 2)
+        console.fail(f"--status must be one of {', '.join(known)} (got {status!r})", console.BAD_INPUT)
     query = _page_query(limit, cursor, owner=owner, status=status and status.lower())
-    answer = _request("GET", f"{url.rstrip('/')}/v1/tasks?{query}", signing_key)
+    answer, address = _call("GET", url, signing_key, "v1", "tasks", query=query)
     lines = [
-        (task["id"], task["status"], task["kind"], task["owner"], _utc(task["created_at"])) for task in answer["data"]
+        (
+            api.field(task, "id", str, address),
+            api.field(task, "status", str, address),
+            api.field(task, "kind", str, address),
+            api.field(task, "owner", str, address),
+            _utc(api.field(task, "created_at", int, address)),
+        )
+        for task in api.field(answer, "data", list, address)
     ]
-    _print_page(lines, answer.get("cursor"), "tasks")
+    _print_page(lines, api.optional_str(answer, "cursor", address), "tasks")
 
 
 @tasks.command("show")
@@ -399,8 +432,8 @@ def tasks_list(
 @_api_options
 def tasks_show(task_id: str, url: str, signing_key: str | None) -> None:
     """Show a task: status, progress, result or error, and its run."""
-    path = urllib.parse.quote(task_id, safe="")
-    click.echo(json.dumps(_request("GET", f"{url.rstrip('/')}/v1/tasks/{path}", signing_key), indent=2))
+    answer, _ = _call("GET", url, signing_key, "v1", "tasks", _given(task_id, "TASK_ID"))
+    console.echo(json.dumps(answer, indent=2))
 
 
 @tasks.command("cancel")
@@ -408,36 +441,38 @@ def tasks_show(task_id: str, url: str, signing_key: str | None) -> None:
 @_api_options
 def tasks_cancel(task_id: str, url: str, signing_key: str | None) -> None:
     """Cancel a task that has not ended (its run stops before its next step)."""
-    path = urllib.parse.quote(task_id, safe="")
-    task = _request("POST", f"{url.rstrip('/')}/v1/tasks/{path}/cancel", signing_key)
-    click.echo(f"{task_id} is {task['status']}")
+    answer, address = _call("POST", url, signing_key, "v1", "tasks", _given(task_id, "TASK_ID"), "cancel")
+    console.echo(f"{task_id} is {api.field(answer, 'status', str, address)}")
 
 
 def _page_query(limit: int, cursor: str | None, **filters: str | None) -> str:
     if not 1 <= limit <= _MAX_PAGE:
-        _fail(f"--limit must be from 1 to {_MAX_PAGE} (got {limit})", 2)
+        console.fail(f"--limit must be from 1 to {_MAX_PAGE} (got {limit})", console.BAD_INPUT)
     params = {key: value for key, value in filters.items() if value}
     params["limit"] = str(limit)
     if cursor:
         params["cursor"] = cursor
-    return urllib.parse.urlencode(params)
+    return api.query(params)
 
 
 def _print_page(lines: Sequence[tuple[str, ...]], cursor: str | None, what: str) -> None:
     """Aligned columns, then the cursor of the next page (or that this was the last one)."""
     if not lines:
-        click.echo(f"no {what}")
+        console.echo(f"no {what}")
     widths = [
         max(len(line[column]) for line in lines if column < len(line))
         for column in range(max(map(len, lines), default=0))
     ]
     for line in lines:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)).rstrip())
-    click.echo(f"next cursor: {cursor}" if cursor else "(last page)")
+        console.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)).rstrip())
+    console.echo(f"next cursor: {cursor}" if cursor else "(last page)")
 
 
 def _utc(millis: int) -> str:
-    moment = datetime.datetime.fromtimestamp(millis // 1000, datetime.UTC)
+    try:
+        moment = datetime.datetime.fromtimestamp(millis // 1000, datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        return str(millis)  # not a time this machine can show: the number, rather than no line at all
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis % 1000:03d}Z"
 
 
@@ -449,56 +484,6 @@ def keys() -> None:
 @keys.command("generate")
 def keys_generate() -> None:
     """Print a new signing key and event key (set them on the server and in your apps)."""
-    click.echo(f"STEPLINE_SIGNING_KEY={signing.generate_signing_key()}")
-    click.echo(f"STEPLINE_EVENT_KEY={signing.generate_event_key()}")
-
-
-# helpers
-def _request(method: str, url: str, signing_key: str | None, *, json_body: Any = None) -> Any:
-    headers = {}
-    if signing_key:
-        try:
-            headers["Authorization"] = f"Bearer {signing.hash_signing_key(signing.validate_signing_key(signing_key))}"
-        except errors.ConfigurationError as exc:
-            _fail(str(exc), 2)
-    try:
-        reply = httpx.request(method, url, json=json_body, headers=headers, timeout=30)
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach the Stepline server at {url}: {exc}")
-    try:
-        answer = reply.json()
-    except ValueError:
-        answer = {"error": reply.text[:300]}
-    if reply.status_code >= 400:
-        message = answer.get("error") or answer.get("message") if isinstance(answer, dict) else answer
-        _fail(f"server answered {reply.status_code}: {message}")
-    return answer
-
-
-def _check_database(url: str, pool_size: int) -> None:
-    async def check() -> None:
-        db = await open_store(url, pool_size=min(pool_size, 2))
-        await db.close()
-
-    try:
-        asyncio.run(check())
-    except errors.SteplineError as exc:
-        _fail(str(exc))
-
-
-def _check_port_free(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-
-
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        credentials, _, host = rest.rpartition("@")
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}{sep}{user}:***@{host}" if ":" in credentials else url
-    return url
+    console.echo(
+        f"STEPLINE_SIGNING_KEY={signing.generate_signing_key()}\nSTEPLINE_EVENT_KEY={signing.generate_event_key()}"
+    )

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -40,8 +41,13 @@ DEFAULT = timedelta(days=7)
 """The retention period unless told otherwise (``--retention``, ``Engine(retention=...)``)."""
 MINIMUM = timedelta(minutes=1)
 """The shortest period accepted: a run must outlive the calls that wait for it to end."""
+MAXIMUM = timedelta(days=36_500)
+"""The longest period accepted (a century): longer ones are 'forever' in all but name, and past
+``timedelta``'s range they could not even be represented."""
 OFF = ("0", "off")
 """Values that turn retention off (finished history is kept forever)."""
+_TIME_STRING = re.compile(r"(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h|d|w))+")
+"""The shape of a time string (``protocol.durations``)."""
 
 FIRST_PASS_S = 5.0
 """Seconds after start before the first pass: start-up work (syncs, migrations) goes first."""
@@ -57,22 +63,19 @@ RUN_BATCH = 100
 def parse(value: timedelta | str | None, name: str = "retention") -> timedelta | None:
     """The retention period ``value`` means: a ``timedelta`` or a time string (``"7d"``, ``"12h"``,
     ``"30m"``), None when off (``None``, ``"0"``, ``"off"``, a zero duration). ``ConfigurationError``
-    naming ``name`` for anything else or for a period under a minute."""
+    naming ``name`` for anything else, or for a period under a minute or over a century."""
     if value is None:
         return None
     if isinstance(value, str):
         text = value.strip().lower()
         if text in OFF:
             return None
-        try:
-            millis = durations.parse_duration_ms(text)
-        except errors.ConfigurationError:
-            raise errors.ConfigurationError(
-                f"{name} must be a duration such as '7d', '12h' or '30m', or 'off' to keep finished history "
-                f"forever (got {value!r})"
-            ) from None
+        millis = _string_millis(text, value, name)
     elif isinstance(value, timedelta):
-        millis = durations.to_milliseconds(value)
+        try:
+            millis = durations.to_milliseconds(value)
+        except errors.ConfigurationError:  # beyond what a duration may be
+            raise _too_long(name, value) from None
     else:
         raise errors.ConfigurationError(
             f"{name} must be a timedelta, a time string such as '7d', or None (got {type(value).__name__})"
@@ -83,7 +86,29 @@ def parse(value: timedelta | str | None, name: str = "retention") -> timedelta |
         raise errors.ConfigurationError(
             f"{name} must be at least 1m, or 0/off to keep finished history forever (got {value!r})"
         )
+    if millis > durations.to_milliseconds(MAXIMUM):
+        raise _too_long(name, value)
     return timedelta(milliseconds=millis)
+
+
+def _string_millis(text: str, value: str, name: str) -> int:
+    try:
+        return durations.parse_duration_ms(text)
+    except (errors.ConfigurationError, OverflowError):
+        # A time string refused although it has the shape of one was refused for its length
+        # (or overflowed the float it is summed in): say so, rather than that it is no duration.
+        if _TIME_STRING.fullmatch(text):
+            raise _too_long(name, value) from None
+        raise errors.ConfigurationError(
+            f"{name} must be a duration such as '7d', '12h' or '30m', or 'off' to keep finished history "
+            f"forever (got {value!r})"
+        ) from None
+
+
+def _too_long(name: str, value: object) -> errors.ConfigurationError:
+    return errors.ConfigurationError(
+        f"{name} must be at most {MAXIMUM.days}d; use 0/off to keep finished history forever (got {value!r})"
+    )
 
 
 class Retention:

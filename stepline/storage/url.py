@@ -26,12 +26,30 @@ def parse_database_url(url: str) -> DatabaseURL:
                 f"invalid SQLite URL {url!r}: use sqlite:///relative/file.db or sqlite:////absolute/file.db"
             )
         path = rest[1:]
+        _check_sqlite_path(url, path)
         return DatabaseURL("sqlite", path)
     if url.startswith(("postgresql://", "postgres://")):
         return DatabaseURL("postgres", url)
     raise errors.ConfigurationError(
         f"unsupported database URL {url!r}: expected sqlite:///path/to/file.db or postgresql://user@host/db"
     )
+
+
+def _check_sqlite_path(url: str, path: str) -> None:
+    # Everything after sqlite:/// is the file name: a query string or a trailing slash would
+    # silently create a file called 'x.db?mode=ro', or a file where a folder was meant.
+    example = "sqlite:///relative/file.db or sqlite:////absolute/file.db"
+    if "?" in path:
+        query = path.partition("?")[2]
+        raise errors.ConfigurationError(
+            f"invalid SQLite URL {url!r}: Stepline takes no options after '?' ({query!r}); "
+            f"name just the file, such as {example}"
+        )
+    if path.endswith("/") or Path(path).is_dir():
+        raise errors.ConfigurationError(
+            f"invalid SQLite URL {url!r}: {path} names a folder; name the database file in it, "
+            f"such as sqlite:///{path.rstrip('/')}/stepline.db"
+        )
 
 
 async def open_store(url: str, *, pool_size: int = 10, migrate: bool = True, listen: bool = True) -> store.Store:

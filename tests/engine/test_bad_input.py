@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -215,6 +217,12 @@ def test_retries_bounds_are_accepted(retries: int) -> None:
 def test_invalid_cron_is_rejected(schedule: str) -> None:
     with pytest.raises(stepline.ConfigurationError, match="cron"):
         stepline.on_cron(schedule)
+
+
+def test_two_cron_triggers_are_rejected_where_the_function_is_defined() -> None:
+    client = stepline.Stepline(app_id="bad-two-crons")
+    with pytest.raises(stepline.ConfigurationError, match="2 cron triggers"):
+        client.function(id="f", triggers=[stepline.on_cron("0 * * * *"), stepline.on_cron("30 * * * *")])
 
 
 def test_unknown_cron_time_zone_is_rejected() -> None:
@@ -446,3 +454,18 @@ async def test_run_of_a_function_no_longer_registered_fails_clearly(database_url
     assert run.error is not None
     assert "bad-unregistered-gone" in run.error["message"]
     assert "register" in run.error["message"]
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("x.db?mode=ro", "no options after '?'"), ("sub/", "names a folder"), ("", "names a folder")],
+)
+async def test_a_sqlite_url_naming_no_file_is_refused_before_anything_is_created(
+    tmp_path: Path, name: str, reason: str
+) -> None:
+    client = stepline.Stepline(app_id="bad-sqlite-url")
+    with pytest.raises(stepline.ConfigurationError, match=reason):
+        async with stepline.Engine(client, functions=[], database_url=f"sqlite:///{tmp_path}/{name}"):
+            pass
+
+    assert not os.listdir(tmp_path)

@@ -116,6 +116,9 @@ def test_a_production_server_needs_the_signing_key(tmp_path_factory: pytest.Temp
         refused = run("events", "list", "--url", url)
         assert refused.exit_code == 1
         assert refused.output.startswith("Error: server answered 401: missing or wrong bearer token")
+        assert refused.output.rstrip().endswith(
+            "(pass the server's signing key with --signing-key or STEPLINE_SIGNING_KEY)"
+        )
         allowed = CliRunner().invoke(cli.main, ["events", "list", "--url", url], env={"STEPLINE_SIGNING_KEY": key})
         assert allowed.exit_code == 0, allowed.output
         assert allowed.output.splitlines() == ["no events", "(last page)"]
