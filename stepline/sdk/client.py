@@ -107,6 +107,9 @@ class Stepline:
                 raise errors.ConfigurationError(
                     f"trigger of {id!r} must come from stepline.on_event(...) or stepline.on_cron(...), got {item!r}"
                 )
+        crons = sum(isinstance(item, triggers_.CronTrigger) for item in all_triggers)
+        if crons > 1:  # what the server would refuse at sync, said where the function is written
+            raise errors.ConfigurationError(f"function {id!r} has {crons} cron triggers; at most one is supported")
         retry_count = function_.validate_retries(retries)
 
         def decorate(handler: function_.Handler) -> function_.Function:

@@ -27,6 +27,7 @@ MAX_CONCURRENCY_LIMITS = 2
 MAX_PRIORITY_SECONDS = 600
 MAX_DEBOUNCE_PERIOD = timedelta(days=7)
 MAX_RATE_LIMIT_PERIOD = timedelta(hours=24)
+MAX_THROTTLE_PERIOD = timedelta(days=7)
 _WIRE_UNITS: tuple[tuple[int, str], ...] = ((604_800, "w"), (86_400, "d"), (3_600, "h"), (60, "m"), (1, "s"))
 
 
@@ -119,7 +120,8 @@ class Throttle:
 
     def __post_init__(self) -> None:
         check_limit("throttle", "limit", self.limit)
-        duration_to_wire("throttle", "period", self.period)
+        if duration_seconds("throttle", "period", self.period) > MAX_THROTTLE_PERIOD.total_seconds():
+            raise errors.ConfigurationError(f"throttle: period must be at most 7 days (got {self.period})")
         check_limit("throttle", "burst", self.burst)
         _optional_key("throttle", self.key)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import ulid
 
 from stepline import errors
-from stepline.protocol import durations
+from stepline.protocol import durations, ids
 from stepline.sdk import events as events_
 
 if TYPE_CHECKING:
@@ -207,11 +207,11 @@ class TaskClient:
         return Task.from_wire(self._backend().enqueue_task_sync(body))
 
     async def get(self, task_id: str) -> Task | None:
-        body = await self._backend().get_task(task_id)
+        body = await self._backend().get_task(ids.canonical(task_id))
         return None if body is None else Task.from_wire(body)
 
     def get_sync(self, task_id: str) -> Task | None:
-        body = self._backend().get_task_sync(task_id)
+        body = self._backend().get_task_sync(ids.canonical(task_id))
         return None if body is None else Task.from_wire(body)
 
     async def list(
@@ -222,11 +222,11 @@ class TaskClient:
 
     async def cancel(self, task_id: str) -> Task:
         """Cancel the task's run (it stops before its next step); an ended task comes back unchanged."""
-        return Task.from_wire(await self._backend().cancel_task(task_id))
+        return Task.from_wire(await self._backend().cancel_task(ids.canonical(task_id)))
 
     async def stream(self, task_id: str) -> AsyncIterator[Task]:
         """The task now, then at every change, until it is complete, failed or cancelled."""
-        async for body in self._backend().stream_task(task_id):
+        async for body in self._backend().stream_task(ids.canonical(task_id)):
             yield Task.from_wire(body)
 
 

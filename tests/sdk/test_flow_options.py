@@ -203,6 +203,10 @@ BAD: dict[str, tuple[Callable[[], object], str]] = {
         r"throttle: period must be at least 1 second",
     ),
     "throttle burst": (lambda: stepline.Throttle(limit=1, period=SECOND, burst=0), r"throttle: burst"),
+    "throttle long period": (
+        lambda: stepline.Throttle(limit=1, period="8d"),
+        r"throttle: period must be at most 7 days",
+    ),
     "rate limit 0": (lambda: stepline.RateLimit(limit=0, period=SECOND), r"rate_limit: limit"),
     "rate limit period": (
         lambda: stepline.RateLimit(limit=1, period=timedelta(0)),

@@ -87,6 +87,24 @@ async def test_a_client_chosen_id_makes_a_retried_enqueue_return_the_same_task(s
     assert await written(server.runtime.store) == (1, 1, 0)
 
 
+async def test_a_task_id_is_found_in_any_case_as_ulids_are(server: support.Server) -> None:
+    chosen = str(ulid.ULID()).lower()
+    created = await post_task(server, task_body(id=chosen))
+    fetched = await server.client.get(f"/v1/tasks/{chosen}")
+    cancelled = await server.client.post(f"/v1/tasks/{chosen}/cancel")
+    async with server.client.stream("GET", f"/v1/tasks/{chosen}/stream") as streamed:  # ended: one frame
+        stream_status = streamed.status_code
+        frames = [frame async for frame in sse.read_frames(streamed.aiter_lines())]
+
+    assert created.status_code == 202
+    assert created.json()["id"] == chosen.upper()
+    assert fetched.status_code == 200
+    assert fetched.json()["id"] == chosen.upper()
+    assert cancelled.json()["status"] == "cancelled"
+    assert stream_status == 200
+    assert [data["id"] for _, data in frames] == [chosen.upper()]
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

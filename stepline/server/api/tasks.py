@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stepline import errors
 from stepline.engine import task_stream
 from stepline.engine import tasks as tasks_
-from stepline.protocol import sse
+from stepline.protocol import ids, sse
 from stepline.sdk import events as events_
 from stepline.server import auth, lane
 from stepline.server import runtime as runtime_
@@ -120,14 +120,16 @@ async def list_tasks(request: lane.Request) -> lane.Reply:
 
 async def get_task(request: lane.Request) -> lane.Reply:
     """The task now: status, progress and message, result or error, timestamps."""
-    return lane.Reply(200, tasks_.task_body(await request.runtime.require_task(request.params["task_id"])))
+    return lane.Reply(
+        200, tasks_.task_body(await request.runtime.require_task(ids.canonical(request.params["task_id"])))
+    )
 
 
 async def report_progress(request: lane.Request) -> lane.Reply:
     """What functions call (`ctx.task.progress`). `recorded` is false when the task has ended or
     already reported more progress: progress only moves forward."""
     body = request.parse(ProgressIn)
-    task_id = request.params["task_id"]
+    task_id = ids.canonical(request.params["task_id"])
     recorded = await request.runtime.report_task_progress(task_id, body.progress, body.message)
     return lane.Reply(200, {"id": task_id, "recorded": recorded})
 
@@ -195,6 +197,7 @@ LANE = (
 async def stream_task(task_id: str, request: Request, server: ClientServer) -> StreamingResponse:
     """One `task` event with the task now, then one at every change; the stream closes after the
     task reaches complete, failed or cancelled."""
+    task_id = ids.canonical(task_id)
     first = await server.require_task(task_id)
     return StreamingResponse(_frames(server, first, request), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
@@ -203,7 +206,7 @@ async def stream_task(task_id: str, request: Request, server: ClientServer) -> S
 async def cancel_task(task_id: str, server: ClientServer) -> dict[str, Any]:
     """Cancels the task's run (it stops before its next step); a task that already ended is
     returned unchanged."""
-    return tasks_.task_body(await server.cancel_task(task_id))
+    return tasks_.task_body(await server.cancel_task(ids.canonical(task_id)))
 
 
 async def _frames(server: runtime_.ServerRuntime, task: records.TaskRecord, request: Request) -> AsyncIterator[bytes]:
