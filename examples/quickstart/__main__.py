@@ -1,6 +1,6 @@
 """Stepline quickstart: one durable function, run by an engine embedded in this process.
 
-Run it with ``./scripts/dev`` (or ``.venv/bin/python -m examples.quickstart``). It sends one
+Run it with ``.venv/bin/python -m examples.quickstart`` (after ``./scripts/install``). It sends one
 ``ai/tailor.resume`` event and prints each step of the run as the engine records it:
 a lookup, two steps in parallel (one of which talks to a flaky "model" that fails its first
 call, so you can watch a retry), a two-second durable sleep, and an event sent from inside

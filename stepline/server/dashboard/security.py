@@ -132,10 +132,11 @@ def _is_https(request: Request) -> bool:
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+API_PREFIXES = ("/v1/", "/e/", "/fn/")
 
 
 class V1Guard:
-    """ASGI middleware: a state-changing request whose ``Origin`` names another site gets 403.
+    """ASGI middleware: a state-changing API request whose ``Origin`` names another site gets 403.
     And when the dashboard is refused (a non-loopback bind without a token),
     ``/v1`` and ``/metrics`` requests without an ``Authorization`` header get 401 at once.
     Requests with one go on to the route, which checks the credential itself."""
@@ -145,7 +146,11 @@ class V1Guard:
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+        if (
+            scope["type"] == "http"
+            and scope["method"] not in SAFE_METHODS
+            and scope.get("path", "").startswith(API_PREFIXES)  # the dashboard's forms check their own
+        ):
             headers = dict(scope.get("headers") or [])
             origin = headers.get(b"origin")
             if origin is not None and not _same_origin(origin, headers.get(b"host", b"")):
