@@ -51,6 +51,11 @@ By default each timed call is followed (untimed) by a wait until its task ended,
 meets an idle system: the latency a user sees on a quiet server. ``--no-settle`` sends the calls
 back to back while earlier tasks still run, which measures enqueues competing with the work.
 
+``--split`` starts the server the app and the clients talk to with ``--no-execute`` and a
+second server (a worker) on the same database that runs the tasks, as docs/server.md suggests
+for production: the enqueues then no longer share a server's event loop with the calls to the
+app. Compare with ``--no-settle``, where that sharing shows.
+
 ``--rounds N`` goes through the backends and their cases N times, each time with fresh databases,
 new processes and ``--calls / N`` calls per case, then prints each case's figures pooled over the
 rounds, and judges the target on those. The speed of this machine drifts within minutes (the same
@@ -278,17 +283,23 @@ def start_app(
 
 
 def start_server(
-    database_url: str, backend: str, tmp: Path, profile: Path | None, *, timed: bool = False
+    database_url: str,
+    backend: str,
+    tmp: Path,
+    profile: Path | None,
+    *,
+    timed: bool = False,
+    role: str = "server",
+    extra: tuple[str, ...] = (),
 ) -> tuple[bench_http.Process, str]:
     port = bench_http.free_port()
     argv = ["-m", "stepline.cli", "dev", "--host", bench_http.HOST, "--port", str(port), "--database-url", database_url]
+    argv += extra
     if profile is not None:
         argv = [str(PROFILED), "server", str(profile / f"server-{backend}.txt"), str(port), database_url]
     elif timed:
         argv = [str(TIMED), "server", str(port), database_url]
-    server = bench_http.Process(
-        "server", [sys.executable, *argv], bench_http.child_env(), tmp / f"{backend}-server.log"
-    )
+    server = bench_http.Process(role, [sys.executable, *argv], bench_http.child_env(), tmp / f"{backend}-{role}.log")
     url = f"http://{bench_http.HOST}:{port}"
     bench_http.wait_ready(server, f"{url}/health")
     return server, url
@@ -363,7 +374,12 @@ class Databases:
 async def bench_backend(backend: str, args: argparse.Namespace, databases: Databases) -> list[Figures]:
     print(f"{backend}: load average {support.load_average()}")
     server_database = databases.fresh(backend, "server")
-    server, server_url = start_server(server_database, backend, databases.tmp, args.profile, timed=args.breakdown)
+    front = ("--no-execute",) if args.split else ()
+    server, server_url = start_server(
+        server_database, backend, databases.tmp, args.profile, timed=args.breakdown, extra=front
+    )
+    # With --split the server above only serves; this one, on the same database, runs the tasks.
+    worker = start_server(server_database, backend, databases.tmp, None, role="worker")[0] if args.split else None
     app: bench_http.Process | None = None
     parts: list[str] = []
     try:
@@ -393,6 +409,8 @@ async def bench_backend(backend: str, args: argparse.Namespace, databases: Datab
         if args.profile is not None:
             write_profile(server_url)
         server.stop()
+        if worker is not None:
+            worker.stop()
     embedded_url = databases.fresh(backend, "embedded")
     found.append(Figures("embedded", await embedded_case(embedded_url, args)))
     for figures in found:
@@ -424,6 +442,12 @@ def parse_arguments() -> argparse.Namespace:
         help="go through the backends and cases this many times, --calls split between the rounds, so that "
         "a drift of this machine's speed reaches every case alike; figures are pooled (default 1)",
     )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="the app and the clients talk to a server started with --no-execute, and a second server on the "
+        "same database runs the tasks (docs/server.md: API servers and workers)",
+    )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--profile", type=Path, default=None, help="write a pyinstrument profile of the app here")
     parser.add_argument(
@@ -433,6 +457,8 @@ def parse_arguments() -> argparse.Namespace:
         "cut into parts (bench/enqueue_timed.py)",
     )
     args = parser.parse_args()
+    if args.split and (args.profile is not None or args.breakdown):
+        parser.error("--split starts the servers plainly: it does not combine with --profile or --breakdown")
     if args.profile is not None and args.breakdown:
         parser.error("--profile and --breakdown measure differently: choose one")
     if args.profile is not None:

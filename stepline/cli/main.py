@@ -134,6 +134,16 @@ def _server_options(dev: bool) -> Callable[[F], F]:
                 "keeps them forever [STEPLINE_RETENTION].",
             ),
             click.option(
+                "--execute/--no-execute",
+                "executes",
+                envvar="STEPLINE_EXECUTE",
+                default=True,
+                show_default=True,
+                help="Run functions (the executor, crons, the task sweeper, retention); --no-execute serves "
+                "only the API and dashboard, for servers in front of workers sharing the database "
+                "[STEPLINE_EXECUTE].",
+            ),
+            click.option(
                 "--otel",
                 envvar="STEPLINE_OTEL",
                 is_flag=True,

@@ -47,9 +47,10 @@ def serve(dev: bool, **options: Any) -> None:
             settings.host,
         )
     mode = "dev" if dev else "production"
+    role = "" if settings.executes else "; API only: runs execute on other servers"
     console.echo(
         f"Stepline {mode} server on {address(settings.host, settings.port)} "
-        f"(database {database.redact(settings.database_url)})"
+        f"(database {database.redact(settings.database_url)}{role})"
     )
     config = uvicorn.Config(
         create_app(settings),
@@ -87,6 +88,7 @@ def _settings(dev: bool, options: dict[str, Any]) -> settings_.ServerSettings:
             concurrency=options["concurrency"],
             dashboard_token=options["dashboard_token"] or None,
             otel=options["otel"],
+            executes=options["executes"],
             retention=settings_.parse_retention(options["retention"]),
         )
     except errors.ConfigurationError as exc:

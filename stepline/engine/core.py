@@ -35,7 +35,9 @@ class EngineCore:
     exclusive without a heartbeat; ``poll_interval`` is the fallback scan period (wake-ups
     are immediate in-process and through ``LISTEN/NOTIFY`` on PostgreSQL). ``retention`` is how
     long finished history is kept (``engine.retention``: a ``timedelta`` or a time string such
-    as ``"7d"``; None or ``"off"`` keeps it forever).
+    as ``"7d"``; None or ``"off"`` keeps it forever). With ``execute_runs=False`` the engine
+    accepts, reads and changes work but leaves running it (the executor, crons, the task
+    sweeper, retention) to other engines on the same database: an API-only server.
     """
 
     executes = True
@@ -56,6 +58,7 @@ class EngineCore:
         clock: clock_.Clock | None = None,
         background: bool = True,
         retention: timedelta | str | None = retention_.DEFAULT,
+        execute_runs: bool = True,
     ) -> None:
         if concurrency < 1:
             raise errors.ConfigurationError(f"concurrency must be at least 1 (got {concurrency})")
@@ -70,6 +73,7 @@ class EngineCore:
         self._pool_size = pool_size
         self._checkpointing = checkpointing
         self._background = background
+        self._execute_runs = execute_runs
         self._retention_period = retention_.parse(retention)
         self._db: store.Store | None = None
         self._executor: executor.Executor | None = None
@@ -150,9 +154,11 @@ class EngineCore:
             self._retention = retention_.Retention(self._db, self.clock, self._retention_period)
         await self._register_crons()
         if self._background:
-            jobs = [self._executor.run_forever(), self._cron_loop(), self._sweep_loop(), *self._background_jobs()]
-            if self._retention is not None:
-                jobs.append(self._retention.run_forever())
+            jobs = self._background_jobs()
+            if self._execute_runs:
+                jobs += [self._executor.run_forever(), self._cron_loop(), self._sweep_loop()]
+                if self._retention is not None:
+                    jobs.append(self._retention.run_forever())
             self._tasks = [asyncio.create_task(job) for job in jobs]
 
     async def stop(self, grace: timedelta = timedelta(seconds=10)) -> None:

@@ -36,6 +36,7 @@ class ServerRuntime(core.EngineCore):
             poll_interval=timedelta(seconds=1),
             checkpointing=False,
             retention=settings.retention,
+            execute_runs=settings.executes,
         )
         self.settings = settings
         self._http = http_dispatch.HttpTransport(signing_key=settings.signing_key, timeout_s=settings.call_timeout_s)

@@ -37,16 +37,19 @@ def test_every_option_is_documented_with_its_variable_and_default() -> None:
     section = server_section()
     for option in options():
         row = row_of(section, option.opts[0])
-        for name in option.opts:
+        for name in (*option.opts, *option.secondary_opts):
             assert f"`{name}`" in row, f"{name} is missing from its row in settings.md"
         assert option.envvar, f"{option.opts[0]} has no STEPLINE_* variable"
         assert f"`{option.envvar}`" in row, f"{option.envvar} is not documented next to {option.opts[0]}"
-        if option.default is not None and not option.multiple:
+        if option.secondary_opts:  # an on/off pair: the default is the flag that is on by default
+            default = option.opts[0] if option.default else option.secondary_opts[0]
+            assert f"`{default}`" in row.split("|")[3], f"the default of {option.opts[0]} is not documented"
+        elif option.default is not None and not option.multiple:
             assert f"`{option.default}`" in row, f"the default of {option.opts[0]} ({option.default}) is not documented"
 
 
 def test_only_real_options_are_documented() -> None:
-    known = {name for option in options() for name in option.opts}
+    known = {name for option in options() for name in (*option.opts, *option.secondary_opts)}
     table = [line for line in server_section().splitlines() if line.startswith("| `-")]
     documented = {flag for line in table for flag in re.findall(r"`(-{1,2}[a-z-]+)`", line.split("|")[1])}
     assert documented == known
