@@ -41,7 +41,7 @@ async def serve(settings: settings_.ServerSettings) -> AsyncIterator[Server]:
     runtime: runtime_.ServerRuntime = app.state.runtime
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://stepline.test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             yield Server(app, runtime, client)
 
 

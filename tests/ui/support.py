@@ -10,7 +10,7 @@ import httpx
 from stepline.storage import records, store
 from tests.server import support
 
-ORIGIN = "http://stepline.test"
+ORIGIN = "http://localhost"
 HOSTILE = "<script>alert('x')</script>"
 """In event data, step output, error messages and names: must reach the page as text only."""
 

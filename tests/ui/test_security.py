@@ -132,6 +132,27 @@ async def test_actions_refuse_cross_site_requests(server: support.Server) -> Non
     assert (await client.get("/runs/01J00000000000000000000000/cancel")).status_code == 405  # POST only
 
 
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8288", "192.168.1.20:8288", "localhost.evil.example"])
+async def test_a_loopback_server_refuses_requests_addressed_to_another_name(server: support.Server, host: str) -> None:
+    """DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 reaches the
+    server with its own name as Host, and would pass every same-origin check."""
+    for method, path in [("GET", "/runs"), ("GET", "/v1/runs"), ("POST", "/e/any-key"), ("GET", "/metrics")]:
+        reply = await server.client.request(method, path, headers={"Host": host}, json={"name": "x/y"})
+        assert reply.status_code == 403, (method, path)
+        assert "addressed to this machine" in reply.json()["error"]
+
+
+@pytest.mark.parametrize("host", ["localhost:8288", "127.0.0.1:8288", "127.0.0.2", "[::1]:8288", "app.localhost"])
+async def test_a_loopback_server_answers_its_loopback_names(server: support.Server, host: str) -> None:
+    reply = await server.client.get("/v1/runs", headers={"Host": host})
+    assert reply.status_code == 200, reply.text
+
+
+async def test_a_server_on_every_interface_answers_any_host(guarded: support.Server) -> None:
+    reply = await guarded.client.get("/health", headers={"Host": "stepline.example.com"})
+    assert reply.status_code == 200
+
+
 async def test_pages_are_open_on_loopback_without_a_token(server: support.Server) -> None:
     assert (await server.client.get("/runs")).status_code == 200
     assert (await server.client.get("/login", follow_redirects=False)).status_code == 303

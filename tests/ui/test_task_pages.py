@@ -8,7 +8,7 @@ import re
 from stepline.engine import tasks
 from stepline.storage import records
 from tests.server import support
-from tests.ui.support import APP_CONFIG, HOSTILE, act, assert_escaped
+from tests.ui.support import APP_CONFIG, HOSTILE, ORIGIN, act, assert_escaped
 
 
 async def sync_shop(server: support.Server) -> None:
@@ -81,7 +81,7 @@ async def test_cancel_without_the_csrf_token_is_refused(server: support.Server) 
     await sync_shop(server)
     task = await enqueue(server)
 
-    reply = await server.client.post(f"/tasks/{task.id}/cancel", data={}, headers={"Origin": "http://stepline.test"})
+    reply = await server.client.post(f"/tasks/{task.id}/cancel", data={}, headers={"Origin": ORIGIN})
 
     assert reply.status_code == 403
     after = await server.runtime.store.get_task(task.id)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
 import urllib.parse
@@ -136,7 +137,8 @@ API_PREFIXES = ("/v1/", "/e/", "/fn/")
 
 
 class V1Guard:
-    """ASGI middleware: a state-changing API request whose ``Origin`` names another site gets 403.
+    """ASGI middleware: on a loopback bind, a request whose ``Host`` names another machine gets
+    403 (DNS rebinding). A state-changing API request whose ``Origin`` names another site gets 403.
     And when the dashboard is refused (a non-loopback bind without a token),
     ``/v1`` and ``/metrics`` requests without an ``Authorization`` header get 401 at once.
     Requests with one go on to the route, which checks the credential itself."""
@@ -146,6 +148,17 @@ class V1Guard:
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.settings.is_local_only:
+            host = dict(scope.get("headers") or []).get(b"host")
+            if host is not None and not _names_this_machine(host):
+                await _answer(
+                    send,
+                    403,
+                    f"this server listens on {self.settings.host} and answers only requests addressed to this "
+                    f"machine (Host: localhost or a loopback address), not Host: {host.decode('latin-1')!r}",
+                    {},
+                )
+                return
         if (
             scope["type"] == "http"
             and scope["method"] not in SAFE_METHODS
@@ -164,6 +177,20 @@ class V1Guard:
                     await _refuse(send, self.settings.host)
                     return
         await self.app(scope, receive, send)
+
+
+def _names_this_machine(host: bytes) -> bool:
+    """Whether a ``Host`` header names a loopback address or ``localhost``. A server bound to
+    loopback can still be reached by a page on another site through DNS rebinding (its name made
+    to resolve to 127.0.0.1): the browser then sends that site's name as ``Host``, and both the
+    origin checks and the same-origin policy would count the page as this server's own."""
+    name = urllib.parse.urlsplit(f"//{host.decode('latin-1')}").hostname or ""
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _same_origin(origin: bytes, host: bytes) -> bool:
