@@ -147,6 +147,7 @@ class EngineCore:
             poll_interval_s=self._poll_interval_s,
             on_run_ended=self._note_run_ended,
             checkpointing=self._checkpointing,
+            reload_functions=self._reload_functions,
         )
         self._cron = cron_.CronScheduler(self._db, self.registry, self._ingestor, self.clock)
         self._sweeper = sweeper.Sweeper(self._db, self._ingestor, self.clock, on_swept=self._note_task_swept)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from stepline import errors
 from stepline.engine import apply as apply_
@@ -39,6 +39,7 @@ class Executor:
         poll_interval_s: float,
         on_run_ended: Callable[[str], None],
         checkpointing: bool = True,
+        reload_functions: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._db = db
         self._registry = registry
@@ -50,6 +51,10 @@ class Executor:
         self._poll_interval_s = poll_interval_s
         self._on_run_ended = on_run_ended
         self._checkpointing = checkpointing
+        self._reload_functions = reload_functions
+        """Reads the registry again from where functions are kept (a server's database): a run
+        may name a function that another server synced moments ago, before this one's periodic
+        reload saw it."""
         self._inflight: dict[str, tuple[records.QueueItem, asyncio.Task[None]]] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = False
@@ -241,7 +246,7 @@ class Executor:
             await self._applier.drop(item)
             return
         run, steps = found
-        fn = self._registry.get(run.function_id)
+        fn = await self._function_of(run)
         if fn is None:
             error = models.error_body(
                 "FunctionNotFoundError",
@@ -259,6 +264,15 @@ class Executor:
                     return
                 run = started
         await self._call(item, run, steps, fn)
+
+    async def _function_of(self, run: records.RunRecord) -> registry_.FunctionSpec | None:
+        """The function ``run`` calls; unknown here, the registry is read again before the run
+        fails for it (with API servers in front of workers, the app synced through another server)."""
+        fn = self._registry.get(run.function_id)
+        if fn is None and self._reload_functions is not None:
+            await self._reload_functions()
+            fn = self._registry.get(run.function_id)
+        return fn
 
     async def _call(
         self,
