@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -81,9 +82,13 @@ class Applier:
         *,
         lease_ms: int,
         rng: random.Random | None = None,
+        reload_functions: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._db = db
         self._registry = registry
+        self._reload_functions = reload_functions
+        """Reads the registry again (a server's): an invoke may target a function another
+        server synced moments ago, before this one's periodic reload saw it."""
         self._ingestor = ingestor
         self._clock = clock
         self._lease_ms = lease_ms
@@ -130,6 +135,7 @@ class Applier:
         outcome: responses.Outcome,
         started_at: int,
     ) -> Applied:
+        await self._know_invoked_functions(outcome)
         now = self._clock.now_ms()
         async with self._db.transaction() as tx:
             run = await tx.lock_run(run_id)
@@ -144,6 +150,18 @@ class Applier:
             if isinstance(outcome, responses.Errored):
                 return await self._errored(tx, run, item, fn, outcome, now)
             return await self._ops(tx, run, item, fn, outcome, started_at, now)
+
+    async def _know_invoked_functions(self, outcome: responses.Outcome) -> None:
+        """Read the registry again if ``outcome`` invokes a function it does not hold, before
+        the transaction (a reload may write, as it registers crons)."""
+        if self._reload_functions is None or not isinstance(outcome, responses.Ops):
+            return
+        for op in outcome.ops:
+            if op.op is opcodes.Opcode.INVOKE_FUNCTION:
+                target_id = str((op.opts or {}).get("function_id", ""))
+                if self._registry.get(target_id) is None:
+                    await self._reload_functions()
+                    return
 
     async def fail_run(self, item: records.QueueItem, run_id: str, error: dict[str, Any]) -> Applied:
         """End a run that cannot be called at all (e.g. its function is not registered)."""

@@ -135,7 +135,14 @@ class EngineCore:
             raise
         if not self.executes:
             return
-        applier = apply_.Applier(self._db, self.registry, self._ingestor, self.clock, lease_ms=self._lease_ms)
+        applier = apply_.Applier(
+            self._db,
+            self.registry,
+            self._ingestor,
+            self.clock,
+            lease_ms=self._lease_ms,
+            reload_functions=self._reload_functions,
+        )
         self._executor = executor.Executor(
             self._db,
             self.registry,
@@ -192,8 +199,18 @@ class EngineCore:
     async def send_wire(self, wire: list[dict[str, Any]]) -> ingest.IngestResult:
         """Accept events in wire form: stored with the runs they start, atomically."""
         now = self.clock.now_ms()
-        async with self.store.transaction() as tx:
-            return await self._ingestor.ingest(tx, wire, now)
+        for attempt in range(tasks.STALE_PLANS):
+            # A server's registry is a copy of the functions table, reloaded every few seconds:
+            # events accepted in between must still start the functions synced (through another
+            # server) before them, so the insert checks the copy is current (no extra round trip).
+            last = attempt == tasks.STALE_PLANS - 1
+            functions = None if last else self._planned_from()
+            try:
+                async with self.store.transaction() as tx:
+                    return await self._ingestor.ingest(tx, wire, now, functions=functions)
+            except ingest.StaleFunctions:
+                await self._reload_functions()
+        raise AssertionError("unreachable: the last attempt ingests unchecked")
 
     # runs
     async def get_run(self, run_id: str) -> views.Run | None:

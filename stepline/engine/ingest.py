@@ -21,6 +21,12 @@ IDEMPOTENCY_WINDOW_MS = 24 * 3_600_000
 MAX_LIFECYCLE_DEPTH = 8
 
 
+class StaleFunctions(Exception):
+    """Raised inside ``ingest(functions=...)``'s transaction when the functions table changed
+    since the registry was loaded from it: the caller rolls back, reloads and ingests again.
+    Control flow between ``ingest`` and its caller, never seen by users."""
+
+
 @dataclasses.dataclass(slots=True)
 class IngestResult:
     event_ids: list[str] = dataclasses.field(default_factory=list)
@@ -100,14 +106,20 @@ class Ingestor:
         *,
         depth: int = 0,
         task_id: str | None = None,
+        functions: records.FunctionsFingerprint | None = None,
     ) -> IngestResult:
         """Store ``raw_events`` and act on them: a batch costs a few statements, not a few per event.
 
         With ``task_id`` (one event, sent by ``tasks.enqueue``), the first run the event starts
-        drives that task.
+        drives that task. With ``functions`` (the fingerprint of the synced functions the
+        registry holds), ``StaleFunctions`` if the table no longer matches it: another server
+        recorded a sync this one has not loaded yet, and the events would miss its functions.
         """
         events = [normalise_event(raw, now) for raw in raw_events]
-        await tx.insert_events(events)
+        if functions is None:
+            await tx.insert_events(events)
+        elif not await tx.insert_events_checking(events, functions):
+            raise StaleFunctions
         wires = [event.to_wire() for event in events]
         planned = [
             _PlannedRun(fn, wire, event.internal_id)

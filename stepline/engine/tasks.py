@@ -66,7 +66,7 @@ class TaskRequest:
     ) -> TaskRequest:
         if not isinstance(kind, str) or not kind.strip() or len(kind) > MAX_KIND_LENGTH:
             raise errors.ConfigurationError(f"a task needs a 'kind': a non-empty string of at most {MAX_KIND_LENGTH}")
-        if not isinstance(owner, str) or not owner or len(owner) > MAX_OWNER_LENGTH:
+        if not isinstance(owner, str) or not owner.strip() or len(owner) > MAX_OWNER_LENGTH:
             raise errors.ConfigurationError(
                 f"a task needs an 'owner': a non-empty string of at most {MAX_OWNER_LENGTH} (the user's id)"
             )

@@ -41,6 +41,14 @@ class Transaction(Protocol):
 
     async def insert_events(self, events: Sequence[records.EventRecord]) -> None: ...
 
+    async def insert_events_checking(
+        self, events: Sequence[records.EventRecord], functions: records.FunctionsFingerprint
+    ) -> bool:
+        """``insert_events``, and whether the ``functions`` table is still the one ``functions``
+        describes (as ``functions_fingerprint``, read in the inserts' round trip). False means the
+        caller chose the events' runs from an old copy of the functions: it must roll back."""
+        ...
+
     async def insert_runs(self, runs: Sequence[records.RunRecord]) -> None: ...
 
     async def record_checkpoint(self, step: records.StepRecord) -> int | None:

@@ -244,3 +244,44 @@ async def test_client_send_outside_a_step_reaches_the_engine(database_url: str) 
 
     assert len(ids) == 1
     assert received == [{"via": "client"}]
+
+
+class _LateCopy(TestEngine):
+    """An engine whose registry lacks ``hidden`` until it reads the functions again, as a server's
+    does between a sync through another server and its own periodic reload."""
+
+    def __init__(self, *args: Any, hidden: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._hidden = hidden
+        self._all: list[Any] = []
+        self.reloads = 0
+
+    async def start(self) -> None:
+        await super().start()
+        self._all = list(self.registry.functions.values())
+        self.registry.replace(spec for spec in self._all if spec.id != self._hidden)
+
+    async def _reload_functions(self) -> None:
+        self.reloads += 1
+        self.registry.replace(self._all)
+
+
+async def test_an_invoke_of_a_function_the_registry_does_not_hold_yet_reads_it_again(database_url: str) -> None:
+    client = stepline.Stepline(app_id="invoke-late")
+
+    @client.function(id="child", trigger=stepline.on_event("test/child.late"))
+    async def child(ctx: stepline.Context) -> str:
+        return "from the child"
+
+    @client.function(id="parent", trigger=stepline.on_event("test/parent.late"))
+    async def parent(ctx: stepline.Context) -> Any:
+        return await ctx.step.invoke("call", function=child, data={})
+
+    async with _LateCopy(client, [child, parent], database_url=database_url, hidden="invoke-late-child") as engine:
+        run_id = await start(engine, "test/parent.late")
+        await engine.run_until_idle()
+        run = await get_run(engine, run_id)
+
+    assert run.status is RunStatus.COMPLETED, run.error
+    assert run.output == "from the child"
+    assert engine.reloads == 1

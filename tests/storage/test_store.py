@@ -592,6 +592,23 @@ async def test_functions_fingerprint_follows_every_change_to_the_functions(db: s
     assert await _fingerprint(db) == records.FunctionsFingerprint(2, 7_000, 2)
 
 
+async def test_insert_events_checking_says_whether_the_functions_are_still_those_planned_from(db: store.Store) -> None:
+    planned_from = await _fingerprint(db)
+    async with db.transaction() as tx:
+        assert await tx.insert_events_checking([make_event(internal_id="ev-1", id="ev-1")], planned_from)
+    async with db.transaction() as tx:
+        await tx.upsert_function(make_function("shop", "daily"))  # a sync the planner did not see
+    async with db.transaction() as tx:
+        assert not await tx.insert_events_checking([make_event(internal_id="ev-2", id="ev-2")], planned_from)
+        assert await tx.insert_events_checking([make_event(internal_id="ev-3", id="ev-3")], await _current(db))
+
+    assert sorted(event.id for event in await db.list_events()) == ["ev-1", "ev-2", "ev-3"]
+
+
+async def _current(db: store.Store) -> records.FunctionsFingerprint:
+    return records.FunctionsFingerprint.of(await db.list_functions())
+
+
 # transactions and wake-ups
 
 

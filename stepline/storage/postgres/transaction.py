@@ -225,6 +225,27 @@ class PostgresTransaction:
     async def insert_events(self, events: Sequence[records.EventRecord]) -> None:
         await self._execute_many("insert_event", [rows.event_params(event) for event in events])
 
+    async def insert_events_checking(
+        self, events: Sequence[records.EventRecord], functions: records.FunctionsFingerprint
+    ) -> bool:
+        insert, read = self._sql["insert_event"], self._sql["functions_fingerprint"]
+        params = [rows.event_params(event) for event in events]
+
+        async def send(conn: psycopg.AsyncConnection[Any]) -> rows.Row | None:
+            async with conn.pipeline():  # the inserts and the read in one round trip
+                if params:
+                    async with conn.cursor() as cursor:
+                        await cursor.executemany(insert, params)
+                found = await conn.cursor(row_factory=dict_row).execute(read)
+            return await found.fetchone()
+
+        with translated("insert_event", self._where):
+            row = await self._send(send)
+        assert row is not None  # an aggregate returns one row
+        return (
+            records.FunctionsFingerprint(int(row["functions"]), int(row["latest"]), int(row["versions"])) == functions
+        )
+
     async def insert_runs(self, runs: Sequence[records.RunRecord]) -> None:
         await self._execute_many("insert_run", [rows.run_params(run) for run in runs])
 

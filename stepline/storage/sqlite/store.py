@@ -137,6 +137,12 @@ class SQLiteTransaction:
     async def insert_events(self, events: Sequence[records.EventRecord]) -> None:
         self._live().execute_many("insert_event", [rows.event_params(event) for event in events])
 
+    async def insert_events_checking(
+        self, events: Sequence[records.EventRecord], functions: records.FunctionsFingerprint
+    ) -> bool:
+        await self.insert_events(events)
+        return await self.functions_fingerprint() == functions
+
     async def insert_runs(self, runs: Sequence[records.RunRecord]) -> None:
         self._live().execute_many("insert_run", [rows.run_params(run) for run in runs])
 
