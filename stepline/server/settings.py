@@ -55,11 +55,11 @@ class ServerSettings:
     otel: bool = False
     """Emit OpenTelemetry spans per run and step through the global tracer provider (the ``otel`` extra)."""
     retention: datetime.timedelta | None = DEFAULT_RETENTION
+    """How long finished runs, tasks and events are kept (``engine.retention``); None keeps them forever.
+    ``parse_retention`` reads the flag's text; the engine checks the value (at least a minute)."""
     executes: bool = True
     """False: serve the API and dashboard only. The executor, cron, task sweeper and retention
     run on the other servers sharing the database (started without ``--no-execute``)."""
-    """How long finished runs, tasks and events are kept (``engine.retention``); None keeps them forever.
-    ``parse_retention`` reads the flag's text; the engine checks the value (at least a minute)."""
 
     def __post_init__(self) -> None:
         if not self.database_url:
