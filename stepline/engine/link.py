@@ -93,9 +93,8 @@ class ClientLink:
     def report_progress_sync(self, task_id: str, progress: float, message: str | None) -> bool:
         return self._on_loop(self.report_progress(task_id, progress, message))
 
-    async def stream_task(self, task_id: str) -> AsyncIterator[dict[str, Any]]:
+    async def stream_task(self, task_id: str, after_version: int | None = None) -> AsyncIterator[dict[str, Any]]:
         task = await self._engine.require_task(task_id)
-        yield tasks.task_body(task)
-        async for change in task_stream.follow(self._engine.store, task, self._stream_poll_s):
+        async for change in task_stream.stream(self._engine.store, task, after_version, self._stream_poll_s):
             if change is not None:
                 yield tasks.task_body(change)

@@ -47,3 +47,33 @@ async def follow(
             yield change
             if ended:
                 return
+
+
+async def opening(db: store.Store, current: records.TaskRecord, seen: int | None) -> list[records.TaskRecord]:
+    """The frames a stream starts with, before ``follow``: the task now for a new stream. A stream
+    resumed after version ``seen`` (the ``Last-Event-ID`` of a reconnecting client) starts with
+    every change since, when the log still holds them all (else with the task now, which is what
+    each change's frame holds anyway), and with nothing when the client has the current version."""
+    if seen is None:
+        return [current]
+    if seen >= current.version:
+        return []
+    changes = await db.task_changes(current.id, seen)
+    if changes and changes[0].version == seen + 1:  # versions go up by one per change
+        return changes
+    return [current]
+
+
+async def stream(
+    db: store.Store, current: records.TaskRecord, seen: int | None = None, poll_s: float = POLL_S
+) -> AsyncIterator[records.TaskRecord | None]:
+    """``opening``, then ``follow`` from its last frame: what a task stream sends (None: a read
+    found nothing new). Sends nothing to a client that resumed after the task's terminal version."""
+    first = await opening(db, current, seen)
+    for sent in first:
+        yield sent
+    last = first[-1] if first else current
+    if last.status.is_terminal:
+        return
+    async for change in follow(db, last, poll_s):
+        yield change

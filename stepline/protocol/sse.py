@@ -46,3 +46,14 @@ async def read_frames(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, Any
                 data.append(value)
     if data:
         yield event, json.loads("\n".join(data))
+
+
+def last_event_version(header: str | None) -> int | None:
+    """The task version a ``Last-Event-ID`` header names (None without one); ``ValueError`` if it
+    is not one. Frames' ids are versions, so that is what a reconnecting client sends back."""
+    if header is None or not header.strip():
+        return None
+    text = header.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise ValueError(f"Last-Event-ID must be the id of a frame this stream sent (a task version), got {header!r}")
+    return int(text)

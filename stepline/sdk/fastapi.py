@@ -61,7 +61,8 @@ def task_routes(client: client_.Stepline, *, owner: Any, prefix: str = "/api/tas
     ``owner`` is a FastAPI dependency resolving to the caller's owner id (a string) or to an
     object with an ``id`` (your ``User``). The routes are ``GET {prefix}/{task_id}`` (the task
     as JSON), ``GET {prefix}/{task_id}/stream`` (server-sent events: every change, closing on a
-    terminal state) and ``POST {prefix}/{task_id}/cancel``. A task the caller does not own is
+    terminal state; a client reconnecting with ``Last-Event-ID`` resumes after that version, and
+    gets 204 once it has seen the end) and ``POST {prefix}/{task_id}/cancel``. A task the caller does not own is
     answered exactly like one that does not exist: 404.
     """
     router = fastapi.APIRouter(prefix=prefix.rstrip("/"))
@@ -78,15 +79,15 @@ def task_routes(client: client_.Stepline, *, owner: Any, prefix: str = "/api/tas
 
         return await _guarded(answer)
 
-    async def stream_task(task_id: str, caller: Any = owner) -> fastapi.Response:
+    async def stream_task(
+        task_id: str, caller: Any = owner, last_event_id: str | None = fastapi.Header(default=None)
+    ) -> fastapi.Response:
         async def answer() -> fastapi.Response:
-            await owned(task_id, caller)
-
-            async def frames() -> AsyncIterator[bytes]:
-                async for task in client.tasks.stream(task_id):
-                    yield sse.frame("task", task.to_wire(), task.version)
-
-            return fastapi.responses.StreamingResponse(frames(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+            try:
+                seen = sse.last_event_version(last_event_id)
+            except ValueError as exc:
+                return fastapi.responses.JSONResponse({"error": str(exc), "status": 400}, 400)
+            return _stream(client, await owned(task_id, caller), seen)
 
         return await _guarded(answer)
 
@@ -101,6 +102,18 @@ def task_routes(client: client_.Stepline, *, owner: Any, prefix: str = "/api/tas
     router.add_api_route("/{task_id}/stream", stream_task, methods=["GET"], summary="Stream one of your tasks")
     router.add_api_route("/{task_id}/cancel", cancel_task, methods=["POST"], summary="Cancel one of your tasks")
     return router
+
+
+def _stream(client: client_.Stepline, task: tasks_.Task, seen: int | None) -> fastapi.Response:
+    """The stream of ``task`` for a client that has seen version ``seen`` (``Last-Event-ID``)."""
+    if seen is not None and seen >= task.version and task.is_terminal:
+        return fastapi.Response(status_code=204)  # it saw the end: a browser's EventSource stops reconnecting
+
+    async def frames() -> AsyncIterator[bytes]:
+        async for change in client.tasks.stream(task.id, after_version=seen):
+            yield sse.frame("task", change.to_wire(), change.version)
+
+    return fastapi.responses.StreamingResponse(frames(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
 
 async def _guarded(answer: Callable[[], Awaitable[fastapi.Response]]) -> fastapi.Response:

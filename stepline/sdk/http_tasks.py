@@ -167,10 +167,14 @@ class HttpTaskBackend:
         response = self._request_sync("POST", _task_path(task_id) + "/progress", _progress(progress, message))
         return bool(_task_or_raise(response, "report progress").get("recorded"))
 
-    async def stream_task(self, task_id: str) -> AsyncIterator[dict[str, Any]]:
+    async def stream_task(self, task_id: str, after_version: int | None = None) -> AsyncIterator[dict[str, Any]]:
         client = self._async_client()
+        headers = {} if after_version is None else {"Last-Event-ID": str(after_version)}
+        path = _task_path(task_id) + "/stream"
         try:
-            async with client.stream("GET", _task_path(task_id) + "/stream", timeout=_STREAM_TIMEOUT) as response:
+            async with client.stream("GET", path, headers=headers, timeout=_STREAM_TIMEOUT) as response:
+                if response.status_code == 204:  # resumed after the task's last change: nothing to send
+                    return
                 if response.status_code >= 400:
                     await response.aread()
                     _task_or_raise(response, "stream the task")

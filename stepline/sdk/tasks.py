@@ -163,8 +163,10 @@ class TaskBackend(Protocol):
 
     def report_progress_sync(self, task_id: str, progress: float, message: str | None) -> bool: ...
 
-    def stream_task(self, task_id: str) -> AsyncIterator[dict[str, Any]]:
-        """The task now, then at every change, ending after a terminal state."""
+    def stream_task(self, task_id: str, after_version: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The task now, then at every change, ending after a terminal state. With
+        ``after_version``, the changes after that version instead of the task now (see
+        ``TaskClient.stream``)."""
         ...
 
 
@@ -224,9 +226,18 @@ class TaskClient:
         """Cancel the task's run (it stops before its next step); an ended task comes back unchanged."""
         return Task.from_wire(await self._backend().cancel_task(ids.canonical(task_id)))
 
-    async def stream(self, task_id: str) -> AsyncIterator[Task]:
-        """The task now, then at every change, until it is complete, failed or cancelled."""
-        async for body in self._backend().stream_task(ids.canonical(task_id)):
+    async def stream(self, task_id: str, *, after_version: int | None = None) -> AsyncIterator[Task]:
+        """The task now, then at every change, until it is complete, failed or cancelled.
+
+        ``after_version`` resumes a stream whose last task had that ``version`` (a reconnecting
+        browser's ``Last-Event-ID``): every change since, or the task now if the changes are no
+        longer kept (a few minutes), and nothing at all if that version was the task's last.
+        """
+        if after_version is not None and (
+            not isinstance(after_version, int) or isinstance(after_version, bool) or after_version < 0
+        ):
+            raise errors.ConfigurationError(f"after_version must be a task version (0 or more), got {after_version!r}")
+        async for body in self._backend().stream_task(ids.canonical(task_id), after_version):
             yield Task.from_wire(body)
 
 

@@ -1292,3 +1292,11 @@ async def test_enqueue_in_sees_a_function_synced_after_its_previous_call(
     assert runs_before == 1
     started_by_after = sorted(run.function_id for run in runs if run.events[0]["id"] == after.id)
     assert started_by_after == ["tasks-in-resync-alpha", "tasks-in-resync-beta"]
+
+
+@pytest.mark.parametrize("after_version", [-1, "3", True, 1.5])
+async def test_a_stream_resumed_after_something_that_is_no_version_raises(after_version: Any) -> None:
+    client = stepline.Stepline(app_id="tasks-stream-bad")
+    async with TestEngine(client, []):
+        with pytest.raises(stepline.ConfigurationError, match="after_version"):
+            await anext(client.tasks.stream(str(ulid.ULID()), after_version=after_version))

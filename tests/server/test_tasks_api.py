@@ -428,6 +428,52 @@ async def test_the_stream_of_an_ended_task_sends_it_once_and_closes(server: supp
     assert [frame["status"] for frame in frames] == ["cancelled"]
 
 
+async def a_finished_task_with_five_versions(server: support.Server) -> str:
+    """pending (1), running (2), two progress reports (3, 4), complete (5)."""
+    db = server.runtime.store
+    task_id: str = (await post_task(server, task_body())).json()["id"]
+    async with db.transaction() as tx:
+        await tx.start_task(task_id, support.NOW_MS)
+    for value in (0.3, 0.7):
+        assert await db.set_task_progress(task_id, value, None, support.NOW_MS)
+    await change(db, task_id, status=records.TaskStatus.COMPLETE, result="done", progress=1.0)
+    return task_id
+
+
+async def stream_versions(server: support.Server, task_id: str, last_event_id: str) -> tuple[int, list[int]]:
+    """The status of a stream resumed with ``Last-Event-ID`` and the versions of its frames."""
+    reply = await asyncio.wait_for(
+        server.client.get(f"/v1/tasks/{task_id}/stream", headers={"Last-Event-ID": last_event_id}), STREAM_TIMEOUT_S
+    )
+
+    async def lines() -> AsyncIterator[str]:
+        for line in reply.text.splitlines():
+            yield line
+
+    return reply.status_code, [data["version"] async for _, data in sse.read_frames(lines())]
+
+
+async def test_a_stream_resumed_with_last_event_id_sends_the_changes_after_it(server: support.Server) -> None:
+    task_id = await a_finished_task_with_five_versions(server)
+
+    assert await stream_versions(server, task_id, "2") == (200, [3, 4, 5])
+    assert await stream_versions(server, task_id, "1") == (200, [2, 3, 4, 5])
+    # The client has the terminal version: 204, which tells a browser's EventSource to stop.
+    assert await stream_versions(server, task_id, "5") == (204, [])
+    assert await stream_versions(server, task_id, "9") == (204, [])
+
+    await server.runtime.store.prune_task_changes(before=support.NOW_MS + 3_600_000)  # the log moved on
+    assert await stream_versions(server, task_id, "2") == (200, [5])  # the task now, as a new stream
+
+
+@pytest.mark.parametrize("header", ["abc", "-1", "1.5", "+3", "9" * 19])
+async def test_a_last_event_id_that_is_no_version_is_400(server: support.Server, header: str) -> None:
+    task_id = await a_finished_task_with_five_versions(server)
+    reply = await server.client.get(f"/v1/tasks/{task_id}/stream", headers={"Last-Event-ID": header})
+    assert reply.status_code == 400
+    assert "Last-Event-ID" in reply.json()["error"]
+
+
 async def test_client_tasks_over_http_behaves_like_the_embedded_client(database_url: str) -> None:
     """``client.tasks`` of an app talking to a real server: the same answers as in process."""
     event_key = signing.generate_event_key()
@@ -450,6 +496,8 @@ async def test_client_tasks_over_http_behaves_like_the_embedded_client(database_
         cancelled = await client.tasks.cancel(task.id)
         listed = await client.tasks.list(owner="alice")
         streamed = [frame async for frame in client.tasks.stream(task.id)]
+        resumed = [frame async for frame in client.tasks.stream(task.id, after_version=task.version)]
+        after_the_end = [frame async for frame in client.tasks.stream(task.id, after_version=cancelled.version)]
 
     assert task.status == "pending"
     assert 3590 <= refused.value.retry_after <= 3600
@@ -459,6 +507,8 @@ async def test_client_tasks_over_http_behaves_like_the_embedded_client(database_
     assert cancelled.status == "cancelled"
     assert [item.id for item in listed.tasks] == [task.id]
     assert [frame.status for frame in streamed] == ["cancelled"]
+    assert [(frame.version, frame.status) for frame in resumed] == [(cancelled.version, "cancelled")]
+    assert after_the_end == []  # the server answered 204
 
 
 # the database down
@@ -696,6 +746,28 @@ async def test_task_routes_stream_until_terminal(database_url: str) -> None:
     assert progress == sorted(progress)
     versions = [frame["version"] for frame in seen]
     assert versions == sorted(set(versions))
+
+
+async def test_task_routes_resume_a_stream_after_last_event_id(database_url: str) -> None:
+    with user_app(database_url) as app:
+        async with httpx.AsyncClient(base_url=app.base_url, timeout=STREAM_TIMEOUT_S) as http:
+            task_id = (await http.post("/api/tailor", headers={"X-User": "alice"})).json()["aiJobId"]
+            app.gate.set()
+            done = await wait_for_status(http, f"/api/ai-jobs/{task_id}", "alice", "complete")
+            path = f"/api/ai-jobs/{task_id}/stream"
+            resumed = await http.get(path, headers={"X-User": "alice", "Last-Event-ID": "1"})
+            ended = await http.get(path, headers={"X-User": "alice", "Last-Event-ID": str(done["version"])})
+            garbled = await http.get(path, headers={"X-User": "alice", "Last-Event-ID": "v2"})
+            others = await http.get(path, headers={"X-User": "mallory", "Last-Event-ID": "1"})
+
+    versions = [int(line.removeprefix("id: ")) for line in resumed.text.splitlines() if line.startswith("id: ")]
+    assert resumed.status_code == 200
+    assert versions == list(range(2, done["version"] + 1))
+    assert ended.status_code == 204
+    assert ended.content == b""
+    assert garbled.status_code == 400
+    assert "Last-Event-ID" in garbled.json()["error"]
+    assert others.status_code == 404
 
 
 async def test_task_routes_cancel_cancels_the_owners_task(database_url: str) -> None:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from stepline import errors
@@ -194,12 +194,22 @@ LANE = (
 
 
 @router.get("/{task_id}/stream", summary="Stream a task's changes (server-sent events)")
-async def stream_task(task_id: str, request: Request, server: ClientServer) -> StreamingResponse:
+async def stream_task(task_id: str, request: Request, server: ClientServer) -> Response:
     """One `task` event with the task now, then one at every change; the stream closes after the
-    task reaches complete, failed or cancelled."""
+    task reaches complete, failed or cancelled. A client reconnecting with `Last-Event-ID` gets
+    the changes after that version (or the task now, if they are no longer kept), and `204` if
+    it already has the task's terminal version."""
     task_id = ids.canonical(task_id)
-    first = await server.require_task(task_id)
-    return StreamingResponse(_frames(server, first, request), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+    try:
+        seen = sse.last_event_version(request.headers.get("last-event-id"))
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    current = await server.require_task(task_id)
+    if seen is not None and seen >= current.version and current.status.is_terminal:
+        # The client saw the end: 204 tells a browser's EventSource to stop reconnecting.
+        return Response(status_code=204)
+    frames = _frames(server, current, seen, request)
+    return StreamingResponse(frames, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
 
 @router.post("/{task_id}/cancel", summary="Cancel a task")
@@ -209,10 +219,11 @@ async def cancel_task(task_id: str, server: ClientServer) -> dict[str, Any]:
     return tasks_.task_body(await server.cancel_task(ids.canonical(task_id)))
 
 
-async def _frames(server: runtime_.ServerRuntime, task: records.TaskRecord, request: Request) -> AsyncIterator[bytes]:
-    yield sse.frame("task", tasks_.task_body(task), task.version)
+async def _frames(
+    server: runtime_.ServerRuntime, task: records.TaskRecord, seen: int | None, request: Request
+) -> AsyncIterator[bytes]:
     quiet_since = time.monotonic()
-    async for change in task_stream.follow(server.store, task):
+    async for change in task_stream.stream(server.store, task, seen):
         if change is None:  # nothing new since the last read
             if await request.is_disconnected():
                 return
