@@ -193,7 +193,15 @@ LANE = (
 """The routes of this module served by the lane."""
 
 
-@router.get("/{task_id}/stream", summary="Stream a task's changes (server-sent events)")
+@router.get(
+    "/{task_id}/stream",
+    summary="Stream a task's changes (server-sent events)",
+    responses={
+        200: {"description": "`text/event-stream`: one `task` frame per change, `id` the task's version."},
+        204: {"description": "`Last-Event-ID` names the ended task's last version: nothing more will come."},
+        **runs_api.error_responses(400, 401, 404, 503),
+    },
+)
 async def stream_task(task_id: str, request: Request, server: ClientServer) -> Response:
     """One `task` event with the task now, then one at every change; the stream closes after the
     task reaches complete, failed or cancelled. A client reconnecting with `Last-Event-ID` gets
