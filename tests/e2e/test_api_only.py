@@ -7,7 +7,9 @@ server; its ``slow`` function records ``first``, ``slow``, a sleep ``nap`` and `
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -33,7 +35,9 @@ def api_only_server_with_app(database_url: str, tmp_path: Path) -> tuple[harness
     return front, app
 
 
-def test_an_api_only_server_accepts_runs_that_only_a_worker_server_executes(database_url: str, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def synced_api_only_server(database_url: str, tmp_path: Path) -> Iterator[tuple[harness.ServerProcess, harness.Api]]:
+    """An API-only server running, with the app running and synced through it."""
     front, app = api_only_server_with_app(database_url, tmp_path)
     app.spawn()
     front.spawn()
@@ -41,7 +45,15 @@ def test_an_api_only_server_accepts_runs_that_only_a_worker_server_executes(data
         app.wait_ready()
         front.wait_healthy()
         api = front.api()
-        api.wait_synced(["e2e-inngest-slow"])
+        try:
+            api.wait_synced(["e2e-inngest-slow"])
+            yield front, api
+        finally:
+            api.close()
+
+
+def test_an_api_only_server_accepts_runs_that_only_a_worker_server_executes(database_url: str, tmp_path: Path) -> None:
+    with synced_api_only_server(database_url, tmp_path) as (front, api):
         health = httpx.get(f"{front.url}/health").json()
 
         run_id = api.start("e2e/slow", {"seconds": 0, "nap": 0.2})
@@ -53,7 +65,6 @@ def test_an_api_only_server_accepts_runs_that_only_a_worker_server_executes(data
             worker.start()
             done = api.wait_for_run(run_id, timeout=30)
             worker_health = httpx.get(f"{worker.url}/health").json()
-        api.close()
 
     assert health == {"status": 200, "message": "OK", "executes": False}
     assert worker_health["executes"] is True
@@ -69,19 +80,11 @@ def test_a_worker_runs_a_function_synced_through_another_server_at_once(database
     after the sync: the worker claims it long before its periodic reload of the functions (every
     2 s), so it must read them again itself instead of failing the run for an unknown function."""
     worker = harness.ServerProcess(database_url, tmp_path / "worker.log")
-    front, app = api_only_server_with_app(database_url, tmp_path)
     with harness.running(worker):
         worker.start()
-        app.spawn()
-        front.spawn()
-        with harness.running(app, front):
-            app.wait_ready()
-            front.wait_healthy()
-            api = front.api()
-            api.wait_synced(["e2e-inngest-slow"])
+        with synced_api_only_server(database_url, tmp_path) as (_, api):
             run_id = api.start("e2e/slow", {"seconds": 0, "nap": 0})
             done = api.wait_for_run(run_id, timeout=30)
-            api.close()
 
     assert done["status"] == "completed", done
     assert done["output"] == SLOW_OUTPUT
