@@ -7,6 +7,7 @@ the registry only when they changed, so callers may reload often.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from stepline import errors
@@ -25,10 +26,15 @@ class SyncedFunctions:
         """Of the functions last loaded (None before the first ``reload``): what task plans made
         from the registry carry, so that the store refuses them once the table has changed."""
         self._signature: tuple[tuple[str, int], ...] = ()
+        self._reloading = asyncio.Lock()
+        """Reloads start from several places at once (the periodic refresh, a claim or an invoke
+        of an unknown function, a stale plan): one at a time, so that a read made before a sync
+        never replaces the registry after a read made since."""
 
     async def reload(self, db: store.Store) -> bool:
         """Rebuild the registry from the database if it changed; True when it did."""
-        return self.load(await db.list_functions())
+        async with self._reloading:
+            return self.load(await db.list_functions())
 
     def load(self, found: list[records.FunctionRecord]) -> bool:
         """Rebuild the registry from ``found`` (every synced function) if it changed; True when it did."""

@@ -54,9 +54,9 @@ async def opening(db: store.Store, current: records.TaskRecord, seen: int | None
     resumed after version ``seen`` (the ``Last-Event-ID`` of a reconnecting client) starts with
     every change since, when the log still holds them all (else with the task now, which is what
     each change's frame holds anyway), and with nothing when the client has the current version."""
-    if seen is None:
+    if seen is None or seen > current.version:  # an id of no version of this task: start afresh
         return [current]
-    if seen >= current.version:
+    if seen == current.version:
         return []
     changes = await db.task_changes(current.id, seen)
     if changes and changes[0].version == seen + 1:  # versions go up by one per change

@@ -106,7 +106,7 @@ def task_routes(client: client_.Stepline, *, owner: Any, prefix: str = "/api/tas
 
 def _stream(client: client_.Stepline, task: tasks_.Task, seen: int | None) -> fastapi.Response:
     """The stream of ``task`` for a client that has seen version ``seen`` (``Last-Event-ID``)."""
-    if seen is not None and seen >= task.version and task.is_terminal:
+    if seen == task.version and task.is_terminal:
         return fastapi.Response(status_code=204)  # it saw the end: a browser's EventSource stops reconnecting
 
     async def frames() -> AsyncIterator[bytes]:

@@ -237,7 +237,14 @@ class TaskClient:
             not isinstance(after_version, int) or isinstance(after_version, bool) or after_version < 0
         ):
             raise errors.ConfigurationError(f"after_version must be a task version (0 or more), got {after_version!r}")
-        async for body in self._backend().stream_task(ids.canonical(task_id), after_version):
+        backend, task_id = self._backend(), ids.canonical(task_id)
+        # Without after_version, called as before it existed: a backend of an older shape still works.
+        bodies = (
+            backend.stream_task(task_id)
+            if after_version is None
+            else backend.stream_task(task_id, after_version=after_version)
+        )
+        async for body in bodies:
             yield Task.from_wire(body)
 
 

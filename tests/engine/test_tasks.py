@@ -1300,3 +1300,24 @@ async def test_a_stream_resumed_after_something_that_is_no_version_raises(after_
     async with TestEngine(client, []):
         with pytest.raises(stepline.ConfigurationError, match="after_version"):
             await anext(client.tasks.stream(str(ulid.ULID()), after_version=after_version))
+
+
+class _BackendOfAnOlderShape:
+    """A ``TaskBackend`` written before ``stream_task`` took ``after_version``."""
+
+    def __init__(self, frames: list[dict[str, Any]]) -> None:
+        self.frames = frames
+
+    async def stream_task(self, task_id: str) -> AsyncIterator[dict[str, Any]]:
+        for frame in self.frames:
+            yield {**frame, "id": task_id}
+
+
+async def test_a_task_backend_without_after_version_still_streams() -> None:
+    client = stepline.Stepline(app_id="tasks-old-backend")
+    async with TestEngine(client, []):
+        task = await client.tasks.enqueue(kind="k", owner="u", event=stepline.Event("test/nothing"))
+        client.attach_sender(None, _BackendOfAnOlderShape([task.to_wire()]))  # type: ignore[arg-type]
+        streamed = [frame async for frame in client.tasks.stream(task.id)]
+
+    assert [frame.id for frame in streamed] == [task.id]

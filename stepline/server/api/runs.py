@@ -23,7 +23,7 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
 _ERROR_DESCRIPTIONS = {
-    400: "A query parameter (on a task stream, `Last-Event-ID`) is invalid; `error` says which.",
+    400: "A query parameter is invalid; `error` says which and what is allowed.",
     401: "Missing or wrong bearer token (production mode, or a dev server given a signing key).",
     404: "Nothing has that id.",
     503: "The database is unavailable; try again.",

@@ -199,7 +199,8 @@ LANE = (
     responses={
         200: {"description": "`text/event-stream`: one `task` frame per change, `id` the task's version."},
         204: {"description": "`Last-Event-ID` names the ended task's last version: nothing more will come."},
-        **runs_api.error_responses(400, 401, 404, 503),
+        400: {"model": runs_api.ErrorBody, "description": "`Last-Event-ID` is not a version of the task."},
+        **runs_api.error_responses(401, 404, 503),
     },
 )
 async def stream_task(task_id: str, request: Request, server: ClientServer) -> Response:
@@ -213,7 +214,7 @@ async def stream_task(task_id: str, request: Request, server: ClientServer) -> R
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     current = await server.require_task(task_id)
-    if seen is not None and seen >= current.version and current.status.is_terminal:
+    if seen == current.version and current.status.is_terminal:
         # The client saw the end: 204 tells a browser's EventSource to stop reconnecting.
         return Response(status_code=204)
     frames = _frames(server, current, seen, request)
