@@ -216,6 +216,11 @@ def cron_params(cron: records.CronRecord) -> Params:
     return {"function_id": cron.function_id, "schedule": cron.schedule, "next_fire_at": cron.next_fire_at}
 
 
+def functions_fingerprint(row: Row) -> records.FunctionsFingerprint:
+    """A row of the ``functions_fingerprint`` query."""
+    return records.FunctionsFingerprint(int(row["functions"]), int(row["latest"]), int(row["versions"]))
+
+
 def cron_record(row: Row) -> records.CronRecord:
     return records.CronRecord(
         function_id=row["function_id"], schedule=row["schedule"], next_fire_at=row["next_fire_at"]

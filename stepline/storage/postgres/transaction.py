@@ -242,9 +242,7 @@ class PostgresTransaction:
         with translated("insert_event", self._where):
             row = await self._send(send)
         assert row is not None  # an aggregate returns one row
-        return (
-            records.FunctionsFingerprint(int(row["functions"]), int(row["latest"]), int(row["versions"])) == functions
-        )
+        return rows.functions_fingerprint(row) == functions
 
     async def insert_runs(self, runs: Sequence[records.RunRecord]) -> None:
         await self._execute_many("insert_run", [rows.run_params(run) for run in runs])
@@ -403,7 +401,7 @@ class PostgresTransaction:
     async def functions_fingerprint(self) -> records.FunctionsFingerprint:
         row = await self._fetchone("functions_fingerprint", {})
         assert row is not None  # an aggregate returns one row
-        return records.FunctionsFingerprint(int(row["functions"]), int(row["latest"]), int(row["versions"]))
+        return rows.functions_fingerprint(row)
 
     async def create_task(self, plan: records.TaskPlan) -> records.TaskPlanOutcome:
         outcome = await self._send(lambda conn: create_task(conn, plan, self._where))
