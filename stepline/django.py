@@ -1,7 +1,7 @@
-"""``stepline.django.serve``: see ``stepline.sdk.django``."""
+"""``stepline.django.serve`` and ``stepline.django.task_routes``: see ``stepline.sdk.django``."""
 
 from __future__ import annotations
 
-from stepline.sdk.django import serve
+from stepline.sdk.django import serve, task_routes
 
-__all__ = ["serve"]
+__all__ = ["serve", "task_routes"]

@@ -1,7 +1,7 @@
-"""``stepline.flask.serve``: see ``stepline.sdk.flask``."""
+"""``stepline.flask.serve`` and ``stepline.flask.task_routes``: see ``stepline.sdk.flask``."""
 
 from __future__ import annotations
 
-from stepline.sdk.flask import serve
+from stepline.sdk.flask import serve, task_routes
 
-__all__ = ["serve"]
+__all__ = ["serve", "task_routes"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from stepline import errors
@@ -82,9 +82,15 @@ class ClientLink:
         with self._answering():
             return await tasks.page_body(self._engine.store, owner=owner, status=wanted, cursor=cursor, limit=limit)
 
+    def list_tasks_sync(self, owner: str | None, status: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
+        return self._on_loop(self.list_tasks(owner, status, cursor, limit))
+
     async def cancel_task(self, task_id: str) -> dict[str, Any]:
         with self._answering():
             return tasks.task_body(await self._engine.cancel_task(task_id))
+
+    def cancel_task_sync(self, task_id: str) -> dict[str, Any]:
+        return self._on_loop(self.cancel_task(task_id))
 
     async def report_progress(self, task_id: str, progress: float, message: str | None) -> bool:
         with self._answering():
@@ -93,8 +99,24 @@ class ClientLink:
     def report_progress_sync(self, task_id: str, progress: float, message: str | None) -> bool:
         return self._on_loop(self.report_progress(task_id, progress, message))
 
-    async def stream_task(self, task_id: str, after_version: int | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def stream_task(self, task_id: str, after_version: int | None = None) -> AsyncGenerator[dict[str, Any], None]:
         task = await self._engine.require_task(task_id)
         async for change in task_stream.stream(self._engine.store, task, after_version, self._stream_poll_s):
             if change is not None:
                 yield tasks.task_body(change)
+
+    def stream_task_sync(self, task_id: str, after_version: int | None = None) -> Iterator[dict[str, Any]]:
+        """``stream_task`` from a worker thread: each change is read on the engine's loop. Closing
+        this generator early (a browser went away) closes the stream there too."""
+        changes = self.stream_task(task_id, after_version)
+
+        async def following() -> dict[str, Any] | None:
+            return await anext(changes, None)
+
+        try:
+            while (change := self._on_loop(following())) is not None:
+                yield change
+        finally:
+            loop = self._engine.loop
+            if loop is not None and not loop.is_closed():
+                asyncio.run_coroutine_threadsafe(changes.aclose(), loop)

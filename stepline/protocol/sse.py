@@ -7,7 +7,7 @@ the SDK's HTTP client reads them, and ``task_routes`` writes them again for the 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 MEDIA_TYPE = "text/event-stream"
@@ -26,26 +26,56 @@ def frame(event: str, data: Any, event_id: str | int | None = None) -> bytes:
     return ("\n".join(lines) + "\n\n").encode()
 
 
-async def read_frames(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, Any]]:
-    """``(event, decoded data)`` for each frame in a stream of text lines; comments are skipped."""
-    event, data = "message", list[str]()
-    async for raw in lines:
+class FrameReader:
+    """Frames out of a stream of text lines, fed one line at a time (for both the async and the
+    sync readers below): ``feed`` returns ``(event, decoded data)`` when a line ends a frame."""
+
+    def __init__(self) -> None:
+        self._event = "message"
+        self._data: list[str] = []
+
+    def feed(self, raw: str) -> tuple[str, Any] | None:
         line = raw.rstrip("\r\n")
         if not line:
-            if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith(":"):
-            continue
-        else:
+            return self.end()
+        if not line.startswith(":"):  # a comment (keep-alive) otherwise
             field, _, value = line.partition(":")
             value = value.removeprefix(" ")
             if field == "event":
-                event = value
+                self._event = value
             elif field == "data":
-                data.append(value)
-    if data:
-        yield event, json.loads("\n".join(data))
+                self._data.append(value)
+        return None
+
+    def end(self) -> tuple[str, Any] | None:
+        """The frame the stream ended inside, if any; the reader starts afresh."""
+        found = (self._event, json.loads("\n".join(self._data))) if self._data else None
+        self._event, self._data = "message", []
+        return found
+
+
+async def read_frames(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, Any]]:
+    """``(event, decoded data)`` for each frame in a stream of text lines; comments are skipped."""
+    reader = FrameReader()
+    async for raw in lines:
+        found = reader.feed(raw)
+        if found is not None:
+            yield found
+    found = reader.end()
+    if found is not None:
+        yield found
+
+
+def read_frames_sync(lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
+    """``read_frames`` for synchronous code."""
+    reader = FrameReader()
+    for raw in lines:
+        found = reader.feed(raw)
+        if found is not None:
+            yield found
+    found = reader.end()
+    if found is not None:
+        yield found
 
 
 def last_event_version(header: str | None) -> int | None:

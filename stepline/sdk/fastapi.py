@@ -25,6 +25,7 @@ from stepline.protocol import sse
 from stepline.sdk import client as client_
 from stepline.sdk import function as function_
 from stepline.sdk import handler as handler_
+from stepline.sdk import task_views
 from stepline.sdk import tasks as tasks_
 
 FRAMEWORK = "fast_api"
@@ -68,9 +69,12 @@ def task_routes(client: client_.Stepline, *, owner: Any, prefix: str = "/api/tas
     router = fastapi.APIRouter(prefix=prefix.rstrip("/"))
 
     async def owned(task_id: str, caller: Any) -> tasks_.Task:
+        owner = task_views.owner_id(caller)
+        if owner is None:
+            raise _Refused(401, task_views.UNAUTHENTICATED)
         task = await client.tasks.get(task_id)
-        if task is None or task.owner != _owner_id(caller):
-            raise _NotFound(task_id)
+        if task is None or task.owner != owner:
+            raise _Refused(404, task_views.not_found_body(task_id)["error"])
         return task
 
     async def get_task(task_id: str, caller: Any = owner) -> fastapi.Response:
@@ -106,45 +110,33 @@ def task_routes(client: client_.Stepline, *, owner: Any, prefix: str = "/api/tas
 
 def _stream(client: client_.Stepline, task: tasks_.Task, seen: int | None) -> fastapi.Response:
     """The stream of ``task`` for a client that has seen version ``seen`` (``Last-Event-ID``)."""
-    if seen == task.version and task.is_terminal:
-        return fastapi.Response(status_code=204)  # it saw the end: a browser's EventSource stops reconnecting
+    if task_views.saw_the_end(task, seen):
+        return fastapi.Response(status_code=204)
 
     async def frames() -> AsyncIterator[bytes]:
         async for change in client.tasks.stream(task.id, after_version=seen):
-            yield sse.frame("task", change.to_wire(), change.version)
+            yield task_views.stream_frame(change)
 
     return fastapi.responses.StreamingResponse(frames(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
 
 async def _guarded(answer: Callable[[], Awaitable[fastapi.Response]]) -> fastapi.Response:
-    """``answer()``, or the JSON error the app's user should see: 404 for a task that is not
-    theirs, 503 while Stepline (its server or database) cannot be reached."""
+    """``answer()``, or the JSON error the app's user should see: 401 when nobody is signed in,
+    404 for a task that is not theirs, 503 while Stepline (its server or database) cannot be reached."""
     try:
         return await answer()
-    except _NotFound as missing:
-        return missing.response()
+    except _Refused as refused:
+        return fastapi.responses.JSONResponse({"error": refused.reason, "status": refused.status}, refused.status)
+    except errors.TaskNotFoundError as exc:  # gone between the read and the cancel (retention)
+        return fastapi.responses.JSONResponse({"error": str(exc), "status": 404}, status_code=404)
     except (errors.EventSendError, errors.StorageError) as exc:
         logger.warning("task route: Stepline is unavailable: %s", exc)
-        body = {"error": "the task service is unavailable right now, please retry", "status": 503}
+        body = {"error": task_views.UNAVAILABLE, "status": 503}
         return fastapi.responses.JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
 
-class _NotFound(Exception):
-    def __init__(self, task_id: str) -> None:
-        super().__init__(task_id)
-        self.task_id = task_id
-
-    def response(self) -> fastapi.responses.JSONResponse:
-        return fastapi.responses.JSONResponse({"error": f"no task {self.task_id!r}", "status": 404}, status_code=404)
-
-
-def _owner_id(caller: Any) -> str:
-    """The owner id a dependency resolved to: a string, or an object's ``id``."""
-    if isinstance(caller, str):
-        return caller
-    identity = getattr(caller, "id", None)
-    if identity is None:
-        raise TypeError(
-            "task_routes(owner=...) must resolve to the caller's owner id (a string) or an object with an 'id'"
-        )
-    return str(identity)
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason

@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.parse
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -150,13 +150,19 @@ class HttpTaskBackend:
         return None if response.status_code == 404 else _task_or_raise(response, "read the task")
 
     async def list_tasks(self, owner: str | None, status: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
-        query = {key: value for key, value in (("owner", owner), ("status", status), ("cursor", cursor)) if value}
-        query["limit"] = str(limit)
-        response = await self._request("GET", "/v1/tasks?" + urllib.parse.urlencode(query))
+        response = await self._request("GET", _list_path(owner, status, cursor, limit))
+        return _task_or_raise(response, "list tasks")
+
+    def list_tasks_sync(self, owner: str | None, status: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
+        response = self._request_sync("GET", _list_path(owner, status, cursor, limit))
         return _task_or_raise(response, "list tasks")
 
     async def cancel_task(self, task_id: str) -> dict[str, Any]:
         response = await self._request("POST", _task_path(task_id) + "/cancel", {})
+        return _task_or_raise(response, "cancel the task")
+
+    def cancel_task_sync(self, task_id: str) -> dict[str, Any]:
+        response = self._request_sync("POST", _task_path(task_id) + "/cancel", {})
         return _task_or_raise(response, "cancel the task")
 
     async def report_progress(self, task_id: str, progress: float, message: str | None) -> bool:
@@ -179,6 +185,23 @@ class HttpTaskBackend:
                     await response.aread()
                     _task_or_raise(response, "stream the task")
                 async for event, data in sse.read_frames(response.aiter_lines()):
+                    if event == "task" and isinstance(data, dict):
+                        yield data
+        except httpx.RequestError as exc:
+            raise self._unreachable(http_sender._network_failure(exc)) from None
+
+    def stream_task_sync(self, task_id: str, after_version: int | None = None) -> Iterator[dict[str, Any]]:
+        client = self._client_sync()
+        headers = {} if after_version is None else {"Last-Event-ID": str(after_version)}
+        path = _task_path(task_id) + "/stream"
+        try:
+            with client.stream("GET", path, headers=headers, timeout=_STREAM_TIMEOUT) as response:
+                if response.status_code == 204:  # resumed after the task's last change: nothing to send
+                    return
+                if response.status_code >= 400:
+                    response.read()
+                    _task_or_raise(response, "stream the task")
+                for event, data in sse.read_frames_sync(response.iter_lines()):
                     if event == "task" and isinstance(data, dict):
                         yield data
         except httpx.RequestError as exc:
@@ -232,6 +255,12 @@ class HttpTaskBackend:
 
 def _task_path(task_id: str) -> str:
     return "/v1/tasks/" + urllib.parse.quote(task_id, safe="")
+
+
+def _list_path(owner: str | None, status: str | None, cursor: str | None, limit: int) -> str:
+    query = {key: value for key, value in (("owner", owner), ("status", status), ("cursor", cursor)) if value}
+    query["limit"] = str(limit)
+    return "/v1/tasks?" + urllib.parse.urlencode(query)
 
 
 def _progress(progress: float, message: str | None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -157,7 +157,13 @@ class TaskBackend(Protocol):
         """``{"data": [task, ...], "cursor": str | None}``."""
         ...
 
+    def list_tasks_sync(
+        self, owner: str | None, status: str | None, cursor: str | None, limit: int
+    ) -> dict[str, Any]: ...
+
     async def cancel_task(self, task_id: str) -> dict[str, Any]: ...
+
+    def cancel_task_sync(self, task_id: str) -> dict[str, Any]: ...
 
     async def report_progress(self, task_id: str, progress: float, message: str | None) -> bool: ...
 
@@ -168,6 +174,8 @@ class TaskBackend(Protocol):
         ``after_version``, the changes after that version instead of the task now (see
         ``TaskClient.stream``)."""
         ...
+
+    def stream_task_sync(self, task_id: str, after_version: int | None = None) -> Iterator[dict[str, Any]]: ...
 
 
 class TaskClient:
@@ -222,9 +230,20 @@ class TaskClient:
         page = await self._backend().list_tasks(owner, status, cursor, limit)
         return TaskPage([Task.from_wire(item) for item in page.get("data") or []], page.get("cursor"))
 
+    def list_sync(
+        self, *, owner: str | None = None, status: str | None = None, cursor: str | None = None, limit: int = 50
+    ) -> TaskPage:
+        """``list`` for synchronous code."""
+        page = self._backend().list_tasks_sync(owner, status, cursor, limit)
+        return TaskPage([Task.from_wire(item) for item in page.get("data") or []], page.get("cursor"))
+
     async def cancel(self, task_id: str) -> Task:
         """Cancel the task's run (it stops before its next step); an ended task comes back unchanged."""
         return Task.from_wire(await self._backend().cancel_task(ids.canonical(task_id)))
+
+    def cancel_sync(self, task_id: str) -> Task:
+        """``cancel`` for synchronous code."""
+        return Task.from_wire(self._backend().cancel_task_sync(ids.canonical(task_id)))
 
     async def stream(self, task_id: str, *, after_version: int | None = None) -> AsyncIterator[Task]:
         """The task now, then at every change, until it is complete, failed or cancelled.
@@ -233,10 +252,7 @@ class TaskClient:
         browser's ``Last-Event-ID``): every change since, or the task now if the changes are no
         longer kept (a few minutes), and nothing at all if that version was the task's last.
         """
-        if after_version is not None and (
-            not isinstance(after_version, int) or isinstance(after_version, bool) or after_version < 0
-        ):
-            raise errors.ConfigurationError(f"after_version must be a task version (0 or more), got {after_version!r}")
+        _check_after_version(after_version)
         backend, task_id = self._backend(), ids.canonical(task_id)
         # Without after_version, called as before it existed: a backend of an older shape still works.
         bodies = (
@@ -246,6 +262,20 @@ class TaskClient:
         )
         async for body in bodies:
             yield Task.from_wire(body)
+
+    def stream_sync(self, task_id: str, *, after_version: int | None = None) -> Generator[Task, None, None]:
+        """``stream`` for synchronous code (a Flask or Django view): a generator that blocks its
+        thread until the next change. Close it (or let it end) to stop following the task."""
+        _check_after_version(after_version)
+        for body in self._backend().stream_task_sync(ids.canonical(task_id), after_version=after_version):
+            yield Task.from_wire(body)
+
+
+def _check_after_version(after_version: object) -> None:
+    if after_version is not None and (
+        not isinstance(after_version, int) or isinstance(after_version, bool) or after_version < 0
+    ):
+        raise errors.ConfigurationError(f"after_version must be a task version (0 or more), got {after_version!r}")
 
 
 def enqueue_body(

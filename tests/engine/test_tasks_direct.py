@@ -225,15 +225,26 @@ async def test_sync_routes_reach_a_connected_client_from_worker_threads(postgres
     runner = stepline.Stepline(app_id="direct-sync")
     app = stepline.Stepline(app_id="direct-sync")
     async with (
-        TestEngine(runner, [worker(runner)], database_url=postgres_url),
+        stepline.Engine(runner, [worker(runner)], database_url=postgres_url),  # runs the task meanwhile
         stepline.tasks.connect(app, postgres_url),
     ):
         task = await asyncio.to_thread(app.tasks.enqueue_sync, kind="k", owner="bob", event=event())
         seen = await asyncio.to_thread(app.tasks.get_sync, task.id)
+        followed = await asyncio.to_thread(lambda: [change.status for change in app.tasks.stream_sync(task.id)])
+        listed = await asyncio.to_thread(app.tasks.list_sync, owner="bob")
+        other = await asyncio.to_thread(app.tasks.enqueue_sync, kind="k", owner="bob", event=event("never/served"))
+        following = app.tasks.stream_sync(other.id)
+        first = await asyncio.to_thread(next, following)
+        await asyncio.to_thread(following.close)  # stops following a task that never ends
+        cancelled = await asyncio.to_thread(app.tasks.cancel_sync, other.id)
 
     assert seen is not None
     assert seen.id == task.id
     assert seen.owner == "bob"
+    assert followed[-1] == "complete"
+    assert [found.id for found in listed.tasks] == [task.id]
+    assert first.status == "pending"
+    assert cancelled.status == "cancelled"
 
 
 async def test_connect_migrates_nothing_and_refuses_a_database_no_server_migrated(postgres_template: str) -> None:

@@ -8,14 +8,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import django
 import fastapi
 import flask
 import httpx
 import pytest
-from django.conf import settings as django_settings
 from django.test import Client as DjangoClient
-from django.urls import URLPattern
 
 import stepline
 import stepline.django
@@ -24,22 +21,8 @@ import stepline.flask
 from stepline.protocol import hashing, signing
 from stepline.sdk import settings
 
-from . import fakeserver
+from . import django_site, fakeserver
 from .serving import APP_ID, KEY, build, execution_body
-
-if not django_settings.configured:
-    django_settings.configure(
-        ALLOWED_HOSTS=["testserver"],
-        ROOT_URLCONF=__name__,
-        SECRET_KEY="tests-only",
-        MIDDLEWARE=["django.middleware.csrf.CsrfViewMiddleware"],
-        DATABASES={},
-        INSTALLED_APPS=[],
-    )
-    django.setup()
-
-urlpatterns: list[URLPattern] = []
-"""Django's URL configuration for this module; filled by the fixture below."""
 
 PATH = "/api/stepline"
 Answer = tuple[int, dict[str, str], bytes]
@@ -72,7 +55,7 @@ def _flask(client: stepline.Stepline, functions: list[stepline.Function]) -> Cal
 
 
 def _django(client: stepline.Stepline, functions: list[stepline.Function]) -> Call:
-    urlpatterns[:] = [stepline.django.serve(client, functions, path=PATH.lstrip("/"))]
+    django_site.urlpatterns[:] = [stepline.django.serve(client, functions, path=PATH.lstrip("/"))]
     test_client = DjangoClient(enforce_csrf_checks=True)
 
     def send(method: str, target: str, body: bytes, headers: dict[str, str]) -> Answer:

@@ -802,3 +802,20 @@ async def test_task_routes_answer_503_in_json_while_stepline_is_unreachable(path
     assert reply.status_code == 503, reply.text
     assert reply.json() == {"error": "the task service is unavailable right now, please retry", "status": 503}
     assert reply.headers["retry-after"] == "1"
+
+
+async def test_task_routes_answer_401_when_the_owner_dependency_finds_nobody() -> None:
+    client = stepline.Stepline(app_id="roleready-test", is_dev=True)
+    app = fastapi.FastAPI()
+    app.include_router(stepline.fastapi.task_routes(client, owner=fastapi.Depends(lambda: None), prefix="/api/jobs"))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        replies = [
+            await http.get(f"/api/jobs/{ulid.ULID()}"),
+            await http.get(f"/api/jobs/{ulid.ULID()}/stream"),
+            await http.post(f"/api/jobs/{ulid.ULID()}/cancel"),
+        ]
+
+    for reply in replies:
+        assert reply.status_code == 401
+        assert reply.json()["status"] == 401

@@ -1,9 +1,13 @@
-"""The pure wire pieces: step-id hashing, durations, Retry-After, response interpretation, backoff."""
+"""The pure wire pieces: step-id hashing, durations, Retry-After, response interpretation, backoff,
+server-sent events and task routes' owners."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import random
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +16,8 @@ from hypothesis import strategies as st
 
 from stepline import errors
 from stepline.engine import backoff
-from stepline.protocol import durations, hashing, jsonvalue, responses
+from stepline.protocol import durations, hashing, jsonvalue, responses, sse
+from stepline.sdk import task_views
 
 
 def test_step_ids_hash_as_the_protocol_does() -> None:
@@ -125,3 +130,35 @@ def test_backoff_stays_within_bounds(attempt: int, seed: int) -> None:
 def test_backoff_grows_with_attempts() -> None:
     rng = random.Random(1)
     assert backoff.retry_delay_ms(0, rng) <= 1_000 < backoff.retry_delay_ms(5, rng)
+
+
+SSE_TEXT = ': keep-alive\n\nid: 1\nevent: task\ndata: {"v":1}\n\nevent: task\ndata: [1,\ndata: 2]\n\n\ndata: "tail"'
+
+
+def test_server_sent_events_read_the_same_sync_and_async() -> None:
+    lines = SSE_TEXT.split("\n")
+
+    async def read_async() -> list[tuple[str, object]]:
+        async def feed() -> AsyncIterator[str]:
+            for line in lines:
+                yield line
+
+        return [found async for found in sse.read_frames(feed())]
+
+    expected = [("task", {"v": 1}), ("task", [1, 2]), ("message", "tail")]
+    assert list(sse.read_frames_sync(lines)) == expected
+    assert asyncio.run(read_async()) == expected
+
+
+def test_task_route_owners_resolve_to_an_id_or_to_nobody() -> None:
+    @dataclasses.dataclass
+    class User:
+        id: object
+        is_authenticated: bool = True
+
+    assert task_views.owner_id("alice") == "alice"
+    assert task_views.owner_id(User(42)) == "42"
+    for nobody in (None, "", User(None), User(""), User(7, is_authenticated=False)):
+        assert task_views.owner_id(nobody) is None
+    with pytest.raises(TypeError, match="owner id"):
+        task_views.owner_id(object())

@@ -1,0 +1,140 @@
+"""The poll, stream and cancel routes of ``task_routes``, for any web framework.
+
+``stepline.fastapi.task_routes`` (async) and the synchronous ``stepline.flask.task_routes`` and
+``stepline.django.task_routes`` answer the same three routes the same way: the caller's own
+task as JSON, its changes as server-sent events, its cancellation; a task the caller does not
+own answered exactly like one that does not exist (404), so ids cannot be probed; 503 while
+Stepline cannot be reached. This module holds what they share; the synchronous views answer
+with an ``Answer`` each adapter turns into its framework's response.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from stepline import errors
+from stepline.protocol import sse
+from stepline.sdk import client as client_
+from stepline.sdk import tasks as tasks_
+
+logger = logging.getLogger("stepline.tasks")
+
+UNAVAILABLE = "the task service is unavailable right now, please retry"
+UNAUTHENTICATED = "sign in to see your tasks"
+JSON_TYPE = "application/json"
+
+
+def owner_id(caller: Any) -> str | None:
+    """The owner id the app's ``owner`` resolved to: a string, or an object's ``id`` (your
+    ``User``); None when nobody is signed in (None, an empty id, or Django's anonymous user)."""
+    if caller is None or caller == "":
+        return None
+    if isinstance(caller, str):
+        return caller
+    if getattr(caller, "is_authenticated", True) is False:
+        return None
+    if not hasattr(caller, "id"):
+        raise TypeError(
+            "task_routes(owner=...) must resolve to the caller's owner id (a string) or an object with an 'id'"
+        )
+    identity = caller.id
+    return None if identity is None or identity == "" else str(identity)
+
+
+def not_found_body(task_id: str) -> dict[str, Any]:
+    return {"error": f"no task {task_id!r}", "status": 404}
+
+
+def stream_frame(task: tasks_.Task) -> bytes:
+    """One task change as a frame; its id is the version, which a reconnecting browser sends
+    back as ``Last-Event-ID``."""
+    return sse.frame("task", task.to_wire(), task.version)
+
+
+def saw_the_end(task: tasks_.Task, seen: int | None) -> bool:
+    """Whether a client that has seen version ``seen`` already has the task's final state: its
+    stream is then answered 204, which stops a browser's ``EventSource`` reconnecting."""
+    return seen == task.version and task.is_terminal
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Answer:
+    """A response, framework-neutral: a JSON ``body``, or server-sent event ``frames``, or
+    neither (204)."""
+
+    status: int
+    body: dict[str, Any] | None = None
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    frames: Iterator[bytes] | None = None
+
+    @property
+    def content(self) -> bytes:
+        return b"" if self.body is None else json.dumps(self.body).encode()
+
+    @property
+    def media_type(self) -> str | None:
+        if self.frames is not None:
+            return sse.MEDIA_TYPE
+        return None if self.body is None else JSON_TYPE
+
+
+class SyncTaskViews:
+    """The three routes over ``client.tasks``' synchronous calls, for WSGI frameworks.
+
+    ``caller`` is what the app's ``owner`` returned for the request (see ``owner_id``).
+    """
+
+    def __init__(self, client: client_.Stepline) -> None:
+        self._client = client
+
+    def get(self, task_id: str, caller: Any) -> Answer:
+        return self._guarded(task_id, caller, lambda task: Answer(200, task.to_wire()))
+
+    def stream(self, task_id: str, caller: Any, last_event_id: str | None) -> Answer:
+        try:
+            seen = sse.last_event_version(last_event_id)
+        except ValueError as exc:
+            return Answer(400, {"error": str(exc), "status": 400})
+
+        def answer(task: tasks_.Task) -> Answer:
+            if saw_the_end(task, seen):
+                return Answer(204)
+            return Answer(200, headers=sse.HEADERS, frames=self._frames(task.id, seen))
+
+        return self._guarded(task_id, caller, answer)
+
+    def cancel(self, task_id: str, caller: Any) -> Answer:
+        return self._guarded(
+            task_id, caller, lambda task: Answer(200, self._client.tasks.cancel_sync(task.id).to_wire())
+        )
+
+    def _frames(self, task_id: str, seen: int | None) -> Iterator[bytes]:
+        changes = self._client.tasks.stream_sync(task_id, after_version=seen)
+        try:
+            for change in changes:
+                yield stream_frame(change)
+        except (errors.EventSendError, errors.StorageError) as exc:
+            # The answer has started: all that is left is to end it; the browser reconnects.
+            logger.warning("task stream %s ended early: Stepline is unavailable: %s", task_id, exc)
+        finally:
+            changes.close()
+
+    def _guarded(self, task_id: str, caller: Any, answer: Callable[[tasks_.Task], Answer]) -> Answer:
+        """``answer`` for the caller's own task; otherwise 401, 404 or 503 as JSON."""
+        owner = owner_id(caller)
+        if owner is None:
+            return Answer(401, {"error": UNAUTHENTICATED, "status": 401})
+        try:
+            task = self._client.tasks.get_sync(task_id)
+            if task is None or task.owner != owner:
+                return Answer(404, not_found_body(task_id))
+            return answer(task)
+        except errors.TaskNotFoundError:  # gone between the read and the cancel (retention)
+            return Answer(404, not_found_body(task_id))
+        except (errors.EventSendError, errors.StorageError) as exc:
+            logger.warning("task route: Stepline is unavailable: %s", exc)
+            return Answer(503, {"error": UNAVAILABLE, "status": 503}, {"Retry-After": "1"})

@@ -1,0 +1,280 @@
+"""``stepline.flask.task_routes`` and ``stepline.django.task_routes`` in real WSGI servers.
+
+On SQLite and PostgreSQL, for both frameworks, over real HTTP: the owner reads, streams and
+cancels their task; anybody else gets the 404 of an unknown id, nobody signed in gets 401; a
+stream resumes after ``Last-Event-ID``, answers 204 once the client has the end, 400 for a
+malformed header. Once with ``client.tasks`` going to a real Stepline server over HTTP (the
+tasks stay pending: no app serves their event, so a cancel ends them), and once with an
+embedded engine running the function in the app's process (the stream follows it to
+``complete`` with its progress). Django's cancel keeps CSRF protection unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import flask
+import httpx
+import pytest
+import ulid
+from django.core.handlers.wsgi import WSGIHandler
+from werkzeug import serving
+
+import stepline
+import stepline.django
+import stepline.flask
+from stepline.protocol import sse
+from stepline.server import settings as settings_
+from tests.server import support
+
+from . import django_site
+
+TIMEOUT_S = 30.0
+FRAMEWORKS = ("flask", "django")
+USER = "X-User"
+
+
+def caller_of(headers: Any) -> str | None:
+    """Who the request says it is: the demo apps' stand-in for real authentication."""
+    user: str | None = headers.get(USER)
+    return user
+
+
+def flask_app(client: stepline.Stepline) -> Any:
+    app = flask.Flask(__name__)
+    app.register_blueprint(
+        stepline.flask.task_routes(client, owner=lambda: caller_of(flask.request.headers), url_prefix="/api/ai-jobs")
+    )
+    return app
+
+
+def django_app(client: stepline.Stepline) -> Any:
+    django_site.urlpatterns[:] = [
+        *stepline.django.task_routes(
+            client, owner=lambda request: caller_of(request.headers), prefix="api/ai-jobs", csrf_exempt=True
+        ),
+        *stepline.django.task_routes(client, owner=lambda request: caller_of(request.headers), prefix="api/guarded"),
+    ]
+    return WSGIHandler()
+
+
+APPS: dict[str, Callable[[stepline.Stepline], Any]] = {"flask": flask_app, "django": django_app}
+
+
+@contextlib.contextmanager
+def wsgi_server(app: Any) -> Iterator[str]:
+    """``app`` behind werkzeug's threaded WSGI server on a free port; yields its base URL."""
+    server = serving.make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def engine_thread(engine: stepline.Engine) -> Iterator[None]:
+    """The embedded engine on an event loop of its own thread, as a WSGI app would run it."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(engine.start(), loop).result(TIMEOUT_S)
+        try:
+            yield
+        finally:
+            asyncio.run_coroutine_threadsafe(engine.stop(), loop).result(TIMEOUT_S)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def enqueue(client: stepline.Stepline, owner: str = "alice") -> str:
+    event = stepline.Event(name="ai/tailor.resume", data={"job_id": "j1"})
+    return client.tasks.enqueue_sync(kind="tailor_resume", owner=owner, event=event).id
+
+
+def frames_of(http: httpx.Client, path: str, user: str, **headers: str) -> tuple[int, list[dict[str, Any]]]:
+    with http.stream("GET", path, headers={USER: user, **headers}) as reply:
+        found = [data for event, data in sse.read_frames_sync(reply.iter_lines()) if event == "task"]
+        return reply.status_code, found
+
+
+def wait_for(http: httpx.Client, path: str, wanted: str) -> dict[str, Any]:
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        task: dict[str, Any] = http.get(path, headers={USER: "alice"}).json()
+        if task.get("status") == wanted or time.monotonic() > deadline:
+            return task
+        time.sleep(0.05)
+
+
+@dataclasses.dataclass
+class StreamWatcher:
+    """A stream read in a thread, so that the test can change the task meanwhile."""
+
+    frames: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    first: threading.Event = dataclasses.field(default_factory=threading.Event)
+    status: int | None = None
+
+    def watch(self, http: httpx.Client, path: str) -> threading.Thread:
+        def read() -> None:
+            with http.stream("GET", path, headers={USER: "alice"}) as reply:
+                self.status = reply.status_code
+                for event, data in sse.read_frames_sync(reply.iter_lines()):
+                    if event == "task":
+                        self.frames.append(data)
+                        self.first.set()
+            self.first.set()
+
+        thread = threading.Thread(target=read, daemon=True)
+        thread.start()
+        return thread
+
+
+@pytest.fixture
+def stepline_server(database_url: str) -> Iterator[str]:
+    with support.serve_on_port(settings_.ServerSettings(dev=True, database_url=database_url)) as url:
+        yield url
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_task_routes_over_a_server_serve_the_owner_only(framework: str, stepline_server: str) -> None:
+    client = stepline.Stepline(app_id="sync-app", base_url=stepline_server, is_dev=True)
+    task_id, bobs_task = enqueue(client), enqueue(client, owner="bob")
+    unknown = str(ulid.ULID())
+    with wsgi_server(APPS[framework](client)) as base, httpx.Client(base_url=base, timeout=TIMEOUT_S) as http:
+        path = f"/api/ai-jobs/{task_id}"
+        own = http.get(path, headers={USER: "alice"})
+        others = [
+            http.get(path, headers={USER: "mallory"}),
+            http.get(path + "/stream", headers={USER: "mallory"}),
+            http.post(path + "/cancel", headers={USER: "mallory"}),
+            http.get(f"/api/ai-jobs/{bobs_task}", headers={USER: "alice"}),
+        ]
+        missing = http.get(f"/api/ai-jobs/{unknown}", headers={USER: "alice"})
+        anonymous = http.get(path)
+        still_pending = http.get(path, headers={USER: "alice"})
+
+        watcher = StreamWatcher()
+        reader = watcher.watch(http, path + "/stream")
+        assert watcher.first.wait(TIMEOUT_S)
+        cancelled = http.post(path + "/cancel", headers={USER: "alice"})
+        reader.join(TIMEOUT_S)
+        assert not reader.is_alive(), "the stream did not close after the terminal state"
+
+        final = cancelled.json()["version"]
+        resumed = frames_of(http, path + "/stream", "alice", **{"Last-Event-ID": "1"})
+        ended = http.get(path + "/stream", headers={USER: "alice", "Last-Event-ID": str(final)})
+        garbled = http.get(path + "/stream", headers={USER: "alice", "Last-Event-ID": "v2"})
+
+    assert own.status_code == 200
+    assert own.headers["content-type"].startswith("application/json")
+    assert (own.json()["id"], own.json()["owner"], own.json()["status"]) == (task_id, "alice", "pending")
+    for hidden, hidden_id in zip(others, [task_id, task_id, task_id, bobs_task], strict=True):
+        assert hidden.status_code == 404
+        assert hidden.json() == {"error": missing.json()["error"].replace(unknown, hidden_id), "status": 404}
+    assert missing.status_code == 404
+    assert anonymous.status_code == 401
+    assert anonymous.json()["status"] == 401
+    assert still_pending.json()["status"] == "pending"
+
+    assert watcher.status == 200
+    assert [frame["status"] for frame in watcher.frames] == ["pending", "cancelled"]
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    assert client.tasks.get_sync(task_id) == stepline.Task.from_wire(cancelled.json())
+    assert resumed[0] == 200
+    assert [frame["version"] for frame in resumed[1]] == list(range(2, final + 1))
+    assert ended.status_code == 204
+    assert ended.content == b""
+    assert garbled.status_code == 400
+    assert "Last-Event-ID" in garbled.json()["error"]
+
+
+def test_a_synchronous_client_lists_and_cancels_through_a_server(stepline_server: str) -> None:
+    client = stepline.Stepline(app_id="sync-app", base_url=stepline_server, is_dev=True)
+    first, second, bobs = enqueue(client), enqueue(client), enqueue(client, owner="bob")
+
+    page = client.tasks.list_sync(owner="alice", limit=1)
+    rest = client.tasks.list_sync(owner="alice", cursor=page.cursor)
+    cancelled = client.tasks.cancel_sync(first)
+    again = client.tasks.cancel_sync(first)
+    following = client.tasks.stream_sync(second.lower())
+    stream = next(following)  # the task now; it stays pending, so stop following it
+    following.close()
+
+    assert [task.id for task in page.tasks + rest.tasks] == [second, first]
+    assert rest.cursor is None
+    assert cancelled.status == "cancelled"
+    assert again == cancelled  # an ended task comes back unchanged
+    assert [task.id for task in client.tasks.list_sync(status="cancelled").tasks] == [first]
+    assert bobs not in [task.id for task in client.tasks.list_sync(owner="alice").tasks]
+    assert (stream.id, stream.status) == (second, "pending")
+    with pytest.raises(stepline.TaskNotFoundError):
+        client.tasks.cancel_sync(str(ulid.ULID()))
+
+
+def test_django_cancel_keeps_csrf_protection_unless_exempted(stepline_server: str) -> None:
+    client = stepline.Stepline(app_id="sync-app", base_url=stepline_server, is_dev=True)
+    task_id = enqueue(client)
+    with wsgi_server(django_app(client)) as base, httpx.Client(base_url=base, timeout=TIMEOUT_S) as http:
+        guarded = http.post(f"/api/guarded/{task_id}/cancel", headers={USER: "alice"})
+        wrong_method = http.get(f"/api/ai-jobs/{task_id}/cancel", headers={USER: "alice"})
+        still = http.get(f"/api/guarded/{task_id}", headers={USER: "alice"})
+
+    assert guarded.status_code == 403  # Django's CSRF check: no token
+    assert wrong_method.status_code == 405
+    assert wrong_method.headers["allow"] == "POST"
+    assert "GET" in wrong_method.json()["error"]
+    assert still.json()["status"] == "pending"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_task_routes_follow_an_embedded_engine_to_complete(framework: str, database_url: str) -> None:
+    client = stepline.Stepline(app_id="sync-embedded")
+    gate = threading.Event()
+
+    @client.function(id="tailor", trigger=stepline.on_event("ai/tailor.resume"))
+    async def tailor(ctx: stepline.Context) -> dict[str, str]:
+        await ctx.task.progress(0.25, "reading the job")
+        opened = await ctx.step.run("wait-for-gate", lambda: asyncio.to_thread(gate.wait, TIMEOUT_S))
+        await ctx.task.progress(0.75, "writing")
+        return {"resume": "tailored", "gate": str(opened)}
+
+    engine = stepline.Engine(client, [tailor], database_url)
+    with (
+        engine_thread(engine),
+        wsgi_server(APPS[framework](client)) as base,
+        httpx.Client(base_url=base, timeout=TIMEOUT_S) as http,
+    ):
+        task_id = enqueue(client)
+        path = f"/api/ai-jobs/{task_id}"
+        running = wait_for(http, path, "running")
+        watcher = StreamWatcher()
+        reader = watcher.watch(http, path + "/stream")
+        assert watcher.first.wait(TIMEOUT_S)
+        gate.set()
+        reader.join(TIMEOUT_S)
+        listed = client.tasks.list_sync(owner="alice").tasks
+
+    assert running["status"] == "running"
+    assert not reader.is_alive()
+    assert watcher.frames[0]["status"] == "running"
+    assert watcher.frames[-1]["status"] == "complete"
+    assert watcher.frames[-1]["result"] == {"resume": "tailored", "gate": "True"}
+    progress = [frame["progress"] for frame in watcher.frames]
+    assert progress == sorted(progress)
+    assert progress[-1] == 1.0  # a complete task shows its whole progress
+    versions = [frame["version"] for frame in watcher.frames]
+    assert versions == sorted(set(versions))
+    assert [task.id for task in listed] == [task_id]
