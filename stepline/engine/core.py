@@ -17,9 +17,20 @@ from typing import Any, Self
 
 from stepline import errors
 from stepline.engine import apply as apply_
+from stepline.engine import (
+    background_thread,
+    dispatch,
+    executor,
+    ingest,
+    observe,
+    retry,
+    sweeper,
+    tasks,
+    transitions,
+    views,
+)
 from stepline.engine import clock as clock_
 from stepline.engine import cron as cron_
-from stepline.engine import dispatch, executor, ingest, observe, retry, sweeper, tasks, transitions, views
 from stepline.engine import registry as registry_
 from stepline.engine import retention as retention_
 from stepline.protocol import models
@@ -84,6 +95,7 @@ class EngineCore:
         self._tasks: list[asyncio.Task[None]] = []
         self._run_ended = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._own_thread = background_thread.EngineThread(self.start, self.stop)
 
     # what subclasses provide
     def _transport(self) -> dispatch.Transport:
@@ -117,6 +129,28 @@ class EngineCore:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+    def __enter__(self) -> Self:
+        self.start_in_thread()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop_in_thread()
+
+    def start_in_thread(self) -> None:
+        """``start`` for synchronous apps (Flask, Django, scripts), which have no event loop to
+        lend: the engine runs on a loop of its own daemon thread until ``stop_in_thread`` (or the
+        interpreter's exit), and the app calls it through ``client.send_sync`` and
+        ``client.tasks.*_sync``. ``with engine:`` does both. Raises what ``start`` raises."""
+        if self._db is not None:
+            raise errors.ConfigurationError("the engine is already started")
+        self._own_thread.start()
+
+    def stop_in_thread(self, grace: timedelta = timedelta(seconds=10)) -> None:
+        """Stop an engine started by ``start_in_thread`` (see ``stop``); nothing if it is not running."""
+        self._own_thread.stop(grace)
 
     async def start(self) -> None:
         """Open the database, register functions and (unless ``background=False``) start executing."""

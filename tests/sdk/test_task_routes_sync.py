@@ -80,24 +80,6 @@ def wsgi_server(app: Any) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-@contextlib.contextmanager
-def engine_thread(engine: stepline.Engine) -> Iterator[None]:
-    """The embedded engine on an event loop of its own thread, as a WSGI app would run it."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        asyncio.run_coroutine_threadsafe(engine.start(), loop).result(TIMEOUT_S)
-        try:
-            yield
-        finally:
-            asyncio.run_coroutine_threadsafe(engine.stop(), loop).result(TIMEOUT_S)
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
-
-
 def enqueue(client: stepline.Stepline, owner: str = "alice") -> str:
     event = stepline.Event(name="ai/tailor.resume", data={"job_id": "j1"})
     return client.tasks.enqueue_sync(kind="tailor_resume", owner=owner, event=event).id
@@ -253,7 +235,7 @@ def test_task_routes_follow_an_embedded_engine_to_complete(framework: str, datab
 
     engine = stepline.Engine(client, [tailor], database_url)
     with (
-        engine_thread(engine),
+        engine,  # on a thread of its own, as a WSGI app runs it
         wsgi_server(APPS[framework](client)) as base,
         httpx.Client(base_url=base, timeout=TIMEOUT_S) as http,
     ):

@@ -1,0 +1,92 @@
+"""An engine on an event loop of its own thread, for synchronous apps (Flask, Django, scripts).
+
+An async app starts its engine in its own loop (``async with engine:`` in a lifespan). A WSGI
+app has no loop to lend: ``EngineThread`` makes one in a daemon thread, starts the engine
+there and answers the app's synchronous calls (``client.send_sync``, ``client.tasks.*_sync``),
+which ``ClientLink`` already hands to the engine's loop from any thread. Stopping drains the
+engine as ``engine.stop`` does (in-flight calls get their grace), then ends the loop and the
+thread; so does the interpreter's exit, through ``atexit``, if the app never stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from typing import Any
+
+from stepline import errors
+
+THREAD_NAME = "stepline-engine"
+START_TIMEOUT_S = 60.0
+"""How long starting may take (opening the database, migrating it) before it counts as failed."""
+STOP_MARGIN_S = 30.0
+"""How long closing may take after the grace of in-flight calls."""
+
+
+class EngineThread:
+    """The loop and thread one engine runs on; ``start`` and ``stop`` are called from other threads."""
+
+    def __init__(
+        self, start: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[timedelta], Coroutine[Any, Any, None]]
+    ) -> None:
+        self._start = start
+        self._stop = stop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def start(self) -> None:
+        """Start the loop, then the engine on it; the engine's error if it cannot start (and then
+        no thread is left behind)."""
+        with self._lock:
+            if self._thread is not None:
+                raise errors.ConfigurationError("the engine is already running in a thread")
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name=THREAD_NAME, daemon=True)
+            thread.start()
+            try:
+                asyncio.run_coroutine_threadsafe(self._start(), loop).result(START_TIMEOUT_S)
+            except BaseException:
+                _end(loop, thread)
+                raise
+            self._loop, self._thread = loop, thread
+            atexit.register(self.stop)
+
+    def stop(self, grace: timedelta = timedelta(seconds=10)) -> None:
+        """Stop the engine (in-flight calls get ``grace`` to finish), then the loop and thread.
+        Nothing happens if it is not running."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            if loop is None or thread is None:
+                return
+            if threading.current_thread() is thread:
+                raise errors.ConfigurationError(
+                    "the engine's thread cannot stop itself: stop it from the app's thread, or await engine.stop()"
+                )
+            atexit.unregister(self.stop)
+            self._loop = self._thread = None
+            try:
+                stopping = asyncio.run_coroutine_threadsafe(self._stop(grace), loop)
+                stopping.result(grace.total_seconds() + STOP_MARGIN_S)
+            finally:
+                _end(loop, thread)
+
+
+def _end(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    """Close what is left on ``loop`` (async generators: the SDK's HTTP sessions), stop it, join
+    its thread and close it."""
+    if thread.is_alive():
+        try:
+            asyncio.run_coroutine_threadsafe(loop.shutdown_asyncgens(), loop).result(STOP_MARGIN_S)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(STOP_MARGIN_S)
+    if not thread.is_alive():
+        loop.close()
