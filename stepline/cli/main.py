@@ -412,17 +412,24 @@ def tasks() -> None:
 @click.option(
     "--status", default=None, help="Only tasks in this status: pending, running, complete, failed, cancelled."
 )
+@click.option("--kind", default=None, help="Only tasks of this kind.")
 @click.option("--limit", type=int, default=50, show_default=True, help=f"Tasks per page, 1 to {_MAX_PAGE}.")
 @click.option("--cursor", default=None, help="Show the page after the one that printed this cursor.")
 @_api_options
 def tasks_list(
-    owner: str | None, status: str | None, limit: int, cursor: str | None, url: str, signing_key: str | None
+    owner: str | None,
+    status: str | None,
+    kind: str | None,
+    limit: int,
+    cursor: str | None,
+    url: str,
+    signing_key: str | None,
 ) -> None:
     """List tasks, newest first: id, status, kind, owner and creation time (UTC), then the next page's cursor."""
     known = [value.value for value in records.TaskStatus]
     if status is not None and status.lower() not in known:
         console.fail(f"--status must be one of {', '.join(known)} (got {status!r})", console.BAD_INPUT)
-    query = _page_query(limit, cursor, owner=owner, status=status and status.lower())
+    query = _page_query(limit, cursor, owner=owner, status=status and status.lower(), kind=kind)
     answer, address = _call("GET", url, signing_key, "v1", "tasks", query=query)
     lines = [
         (

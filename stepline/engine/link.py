@@ -71,7 +71,9 @@ class ClientLink:
     def get_task_sync(self, task_id: str) -> dict[str, Any] | None:
         return self._on_loop(self.get_task(task_id))
 
-    async def list_tasks(self, owner: str | None, status: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
+    async def list_tasks(
+        self, owner: str | None, status: str | None, cursor: str | None, limit: int, *, kind: str | None = None
+    ) -> dict[str, Any]:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_TASK_PAGE:
             raise errors.ConfigurationError(f"limit must be a whole number from 1 to {MAX_TASK_PAGE} (got {limit!r})")
         try:
@@ -80,10 +82,14 @@ class ClientLink:
             allowed = ", ".join(item.value for item in records.TaskStatus)
             raise errors.ConfigurationError(f"status must be one of {allowed} (got {status!r})") from None
         with self._answering():
-            return await tasks.page_body(self._engine.store, owner=owner, status=wanted, cursor=cursor, limit=limit)
+            return await tasks.page_body(
+                self._engine.store, owner=owner, status=wanted, cursor=cursor, limit=limit, kind=kind
+            )
 
-    def list_tasks_sync(self, owner: str | None, status: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
-        return self._on_loop(self.list_tasks(owner, status, cursor, limit))
+    def list_tasks_sync(
+        self, owner: str | None, status: str | None, cursor: str | None, limit: int, *, kind: str | None = None
+    ) -> dict[str, Any]:
+        return self._on_loop(self.list_tasks(owner, status, cursor, limit, kind=kind))
 
     async def cancel_task(self, task_id: str) -> dict[str, Any]:
         with self._answering():

@@ -465,11 +465,17 @@ def task_body(task: records.TaskRecord) -> dict[str, Any]:
 
 
 async def page_body(
-    db: store.Store, *, owner: str | None, status: records.TaskStatus | None, cursor: str | None, limit: int
+    db: store.Store,
+    *,
+    owner: str | None,
+    status: records.TaskStatus | None,
+    cursor: str | None,
+    limit: int,
+    kind: str | None = None,
 ) -> dict[str, Any]:
     """One page of tasks as clients receive it: ``{"data": [...], "cursor": next cursor or None}``."""
     found = await db.list_tasks(
-        owner=owner, status=status, cursor=cursor, limit=limit + 1
+        owner=owner, status=status, cursor=cursor, limit=limit + 1, kind=kind
     )  # one more: is there a next page?
     more = len(found) > limit
     found = found[:limit]

@@ -149,12 +149,16 @@ class HttpTaskBackend:
         response = self._request_sync("GET", _task_path(task_id))
         return None if response.status_code == 404 else _task_or_raise(response, "read the task")
 
-    async def list_tasks(self, owner: str | None, status: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
-        response = await self._request("GET", _list_path(owner, status, cursor, limit))
+    async def list_tasks(
+        self, owner: str | None, status: str | None, cursor: str | None, limit: int, *, kind: str | None = None
+    ) -> dict[str, Any]:
+        response = await self._request("GET", _list_path(owner, status, cursor, limit, kind))
         return _task_or_raise(response, "list tasks")
 
-    def list_tasks_sync(self, owner: str | None, status: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
-        response = self._request_sync("GET", _list_path(owner, status, cursor, limit))
+    def list_tasks_sync(
+        self, owner: str | None, status: str | None, cursor: str | None, limit: int, *, kind: str | None = None
+    ) -> dict[str, Any]:
+        response = self._request_sync("GET", _list_path(owner, status, cursor, limit, kind))
         return _task_or_raise(response, "list tasks")
 
     async def cancel_task(self, task_id: str) -> dict[str, Any]:
@@ -257,8 +261,9 @@ def _task_path(task_id: str) -> str:
     return "/v1/tasks/" + urllib.parse.quote(task_id, safe="")
 
 
-def _list_path(owner: str | None, status: str | None, cursor: str | None, limit: int) -> str:
-    query = {key: value for key, value in (("owner", owner), ("status", status), ("cursor", cursor)) if value}
+def _list_path(owner: str | None, status: str | None, cursor: str | None, limit: int, kind: str | None) -> str:
+    filters = (("owner", owner), ("status", status), ("kind", kind), ("cursor", cursor))
+    query = {key: value for key, value in filters if value}
     query["limit"] = str(limit)
     return "/v1/tasks?" + urllib.parse.urlencode(query)
 

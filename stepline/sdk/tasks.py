@@ -153,12 +153,15 @@ class TaskBackend(Protocol):
 
     def get_task_sync(self, task_id: str) -> dict[str, Any] | None: ...
 
-    async def list_tasks(self, owner: str | None, status: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
-        """``{"data": [task, ...], "cursor": str | None}``."""
+    async def list_tasks(
+        self, owner: str | None, status: str | None, cursor: str | None, limit: int, *, kind: str | None = None
+    ) -> dict[str, Any]:
+        """``{"data": [task, ...], "cursor": str | None}``. ``kind`` is passed only when given:
+        a backend written before it existed still lists."""
         ...
 
     def list_tasks_sync(
-        self, owner: str | None, status: str | None, cursor: str | None, limit: int
+        self, owner: str | None, status: str | None, cursor: str | None, limit: int, *, kind: str | None = None
     ) -> dict[str, Any]: ...
 
     async def cancel_task(self, task_id: str) -> dict[str, Any]: ...
@@ -225,16 +228,29 @@ class TaskClient:
         return None if body is None else Task.from_wire(body)
 
     async def list(
-        self, *, owner: str | None = None, status: str | None = None, cursor: str | None = None, limit: int = 50
+        self,
+        *,
+        owner: str | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
     ) -> TaskPage:
-        page = await self._backend().list_tasks(owner, status, cursor, limit)
+        """A page of tasks, newest first: of ``owner``, in ``status``, of ``kind`` (each when given)."""
+        page = await self._backend().list_tasks(owner, status, cursor, limit, **_kind_filter(kind))
         return TaskPage([Task.from_wire(item) for item in page.get("data") or []], page.get("cursor"))
 
     def list_sync(
-        self, *, owner: str | None = None, status: str | None = None, cursor: str | None = None, limit: int = 50
+        self,
+        *,
+        owner: str | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
     ) -> TaskPage:
         """``list`` for synchronous code."""
-        page = self._backend().list_tasks_sync(owner, status, cursor, limit)
+        page = self._backend().list_tasks_sync(owner, status, cursor, limit, **_kind_filter(kind))
         return TaskPage([Task.from_wire(item) for item in page.get("data") or []], page.get("cursor"))
 
     async def cancel(self, task_id: str) -> Task:
@@ -269,6 +285,15 @@ class TaskClient:
         _check_after_version(after_version)
         for body in self._backend().stream_task_sync(ids.canonical(task_id), after_version=after_version):
             yield Task.from_wire(body)
+
+
+def _kind_filter(kind: object) -> dict[str, str]:
+    """``kind=`` for the backend, only when given (a ``TaskBackend`` older than it still lists)."""
+    if kind is None:
+        return {}
+    if not isinstance(kind, str) or not kind:
+        raise errors.ConfigurationError(f"tasks.list(kind=...) must be a non-empty string (got {kind!r})")
+    return {"kind": kind}
 
 
 def _check_after_version(after_version: object) -> None:

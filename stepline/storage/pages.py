@@ -46,12 +46,14 @@ def event_page(name: str | None, cursor: str | None, limit: int) -> tuple[str, P
 
 
 def task_page(
-    owner: str | None, status: records.TaskStatus | None, cursor: str | None, limit: int
+    owner: str | None, status: records.TaskStatus | None, cursor: str | None, limit: int, kind: str | None = None
 ) -> tuple[str, Params]:
-    """The query serving this filter combination of ``list_tasks`` (each reads one index)."""
+    """The query serving this filter combination of ``list_tasks`` (each reads one index; a
+    ``kind`` is one more condition on it, or the kind's own index when there is no owner)."""
     params: Params = {
         "owner": owner,
         "status": None if status is None else status.value,
+        "kind": kind,
         "upper": records.IdRange.page(cursor).upper,
         "limit": limit,
     }

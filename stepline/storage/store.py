@@ -322,8 +322,10 @@ class Store(Protocol):
         status: records.TaskStatus | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        kind: str | None = None,
     ) -> list[records.TaskRecord]:
-        """One page of tasks, newest first; ``cursor`` is the last id of the previous page."""
+        """One page of tasks, newest first, of ``owner``, in ``status``, of ``kind`` (each when given);
+        ``cursor`` is the last id of the previous page."""
         ...
 
     async def set_task_progress(self, task_id: str, progress: float, message: str | None, now: int) -> bool:

@@ -14,8 +14,8 @@ from tests.server import support as server_support
 from tests.server.support import NOW_MS, Seed
 
 
-def create_task(base_url: str) -> str:
-    body = {"kind": "tailor", "owner": "alice", "event": {"name": "shop/tailor", "data": {}}}
+def create_task(base_url: str, kind: str = "tailor") -> str:
+    body = {"kind": kind, "owner": "alice", "event": {"name": "shop/tailor", "data": {}}}
     reply = httpx.post(f"{base_url}/v1/tasks", json=body, timeout=10)
     assert reply.status_code == 202, reply.text
     task_id: str = reply.json()["id"]
@@ -25,6 +25,16 @@ def create_task(base_url: str) -> str:
 def task_status(base_url: str, task_id: str) -> str:
     status: str = httpx.get(f"{base_url}/v1/tasks/{task_id}", timeout=10).json()["status"]
     return status
+
+
+def test_tasks_list_filters_by_kind(base_url: str) -> None:
+    tailored, embedded = create_task(base_url), create_task(base_url, kind="embed")
+
+    result = support.run("tasks", "list", "--kind", "embed", "--url", base_url)
+
+    assert result.exit_code == 0, result.output
+    assert embedded in result.stdout
+    assert tailored not in result.stdout
 
 
 @pytest.mark.parametrize("command", ["show", "cancel", "rerun", "retry"])

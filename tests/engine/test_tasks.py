@@ -631,6 +631,38 @@ async def test_list_pages_through_an_owners_tasks_newest_first_and_filters_by_st
     assert len(pending.tasks) == 7
 
 
+async def test_list_filters_by_kind_alone_and_with_owner_and_status(database_url: str) -> None:
+    client = stepline.Stepline(app_id="tasks-kinds")
+    async with TestEngine(client, [], database_url=database_url):
+        made: dict[tuple[str, str], list[str]] = {}
+        for index in range(12):
+            kind, owner = ("tailor", "embed", "score")[index % 3], ("alice", "bob")[index % 2]
+            task = await client.tasks.enqueue(kind=kind, owner=owner, event=event("test/nobody", n=index))
+            made.setdefault((kind, owner), []).append(task.id)
+        cancelled = made[("tailor", "alice")][0]
+        await client.tasks.cancel(cancelled)
+        tailored = [task.id for task in (await client.tasks.list(kind="tailor")).tasks]
+        alices = [task.id for task in (await client.tasks.list(kind="tailor", owner="alice")).tasks]
+        alices_cancelled = await client.tasks.list(kind="tailor", owner="alice", status="cancelled")
+        pending_embeds = await client.tasks.list(kind="embed", status="pending")
+        first = await client.tasks.list(kind="score", limit=1)
+        second = await client.tasks.list(kind="score", limit=5, cursor=first.cursor)
+        nothing = await client.tasks.list(kind="no-such-kind")
+        with pytest.raises(stepline.ConfigurationError, match="kind"):
+            await client.tasks.list(kind="")
+
+    expected = sorted(made[("tailor", "alice")] + made[("tailor", "bob")], reverse=True)
+    assert tailored == expected
+    assert alices == sorted(made[("tailor", "alice")], reverse=True)
+    assert [task.id for task in alices_cancelled.tasks] == [cancelled]
+    assert {task.kind for task in pending_embeds.tasks} == {"embed"}
+    assert len(pending_embeds.tasks) == 4
+    scores = sorted(made[("score", "alice")] + made[("score", "bob")], reverse=True)
+    assert [task.id for task in first.tasks + second.tasks] == scores
+    assert second.cursor is None
+    assert nothing.tasks == []
+
+
 # sweeper
 
 

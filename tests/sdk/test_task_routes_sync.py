@@ -201,6 +201,8 @@ def test_a_synchronous_client_lists_and_cancels_through_a_server(stepline_server
     assert again == cancelled  # an ended task comes back unchanged
     assert [task.id for task in client.tasks.list_sync(status="cancelled").tasks] == [first]
     assert bobs not in [task.id for task in client.tasks.list_sync(owner="alice").tasks]
+    assert len(client.tasks.list_sync(kind="tailor_resume").tasks) == 3
+    assert client.tasks.list_sync(kind="something-else").tasks == []
     assert (stream.id, stream.status) == (second, "pending")
     with pytest.raises(stepline.TaskNotFoundError):
         client.tasks.cancel_sync(str(ulid.ULID()))

@@ -273,6 +273,21 @@ async def test_list_filters_by_owner_and_status_and_pages_by_cursor(server: supp
     assert "cursor" in bad_cursor.json()["error"]
 
 
+async def test_list_filters_by_kind(server: support.Server) -> None:
+    tailored = [(await post_task(server, task_body())).json()["id"] for _ in range(3)]
+    embedded = (await post_task(server, {**task_body(owner="bob"), "kind": "embed"})).json()["id"]
+    await post_task(server, {**task_body(), "kind": "embed"})
+
+    by_kind = (await server.client.get("/v1/tasks", params={"kind": "tailor"})).json()
+    bobs = (await server.client.get("/v1/tasks", params={"kind": "embed", "owner": "bob", "status": "pending"})).json()
+    too_long = await server.client.get("/v1/tasks", params={"kind": "k" * 201})
+
+    assert [task["id"] for task in by_kind["data"]] == sorted(tailored, reverse=True)
+    assert [task["id"] for task in bobs["data"]] == [embedded]
+    assert too_long.status_code == 400
+    assert "kind" in too_long.json()["error"]
+
+
 async def test_cancel_ends_a_pending_task_and_leaves_an_ended_one_unchanged(server: support.Server) -> None:
     task_id = (await post_task(server, task_body())).json()["id"]
 

@@ -114,6 +114,7 @@ async def list_tasks(request: lane.Request) -> lane.Reply:
         status=_status(query.get("status")),
         cursor=runs_api.parse_cursor(query.get("cursor")),
         limit=runs_api.parse_limit(query.get("limit")),
+        kind=_kind(query.get("kind")),
     )
     return lane.Reply(200, page)
 
@@ -160,10 +161,11 @@ LANE = (
         "/v1/tasks",
         list_tasks,
         "List tasks",
-        {200: "A page of tasks.", 400: "A bad status, cursor or limit.", **_ANSWERS},
+        {200: "A page of tasks.", 400: "A bad status, kind, cursor or limit.", **_ANSWERS},
         query={
             "owner": "Only this owner's tasks.",
             "status": "pending, running, complete, failed or cancelled.",
+            "kind": "Only tasks of this kind.",
             "cursor": "The `cursor` of the previous page.",
             "limit": "Tasks per page, from 1 to 500; default 50.",
         },
@@ -242,6 +244,14 @@ async def _frames(
             continue
         quiet_since = time.monotonic()
         yield sse.frame("task", tasks_.task_body(change), change.version)
+
+
+def _kind(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    if len(raw) > tasks_.MAX_KIND_LENGTH:
+        raise ApiError(400, f"kind must be a task kind, at most {tasks_.MAX_KIND_LENGTH} characters")
+    return raw
 
 
 def _status(raw: str | None) -> records.TaskStatus | None:

@@ -467,7 +467,7 @@ SELECT min(pending_deadline) AS deadline FROM tasks WHERE status = 'pending';
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
        started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
 FROM tasks
-WHERE id < %(upper)s
+WHERE id < %(upper)s AND (%(kind)s::text IS NULL OR kind = %(kind)s)
 ORDER BY id DESC
 LIMIT %(limit)s;
 
@@ -475,7 +475,7 @@ LIMIT %(limit)s;
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
        started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
 FROM tasks
-WHERE owner = %(owner)s AND id < %(upper)s
+WHERE owner = %(owner)s AND id < %(upper)s AND (%(kind)s::text IS NULL OR kind = %(kind)s)
 ORDER BY id DESC
 LIMIT %(limit)s;
 
@@ -483,7 +483,7 @@ LIMIT %(limit)s;
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
        started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
 FROM tasks
-WHERE owner = %(owner)s AND status = %(status)s AND id < %(upper)s
+WHERE owner = %(owner)s AND status = %(status)s AND id < %(upper)s AND (%(kind)s::text IS NULL OR kind = %(kind)s)
 ORDER BY id DESC
 LIMIT %(limit)s;
 
@@ -491,7 +491,7 @@ LIMIT %(limit)s;
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
        started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
 FROM tasks
-WHERE status = %(status)s AND id < %(upper)s
+WHERE status = %(status)s AND id < %(upper)s AND (%(kind)s::text IS NULL OR kind = %(kind)s)
 ORDER BY id DESC
 LIMIT %(limit)s;
 

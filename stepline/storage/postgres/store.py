@@ -448,10 +448,11 @@ class PostgresStore(purge.PurgeVerbs):
         status: records.TaskStatus | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        kind: str | None = None,
     ) -> list[records.TaskRecord]:
         if limit <= 0:
             return []
-        name, params = pages.task_page(owner, status, cursor, limit)
+        name, params = pages.task_page(owner, status, cursor, limit, kind)
         return [rows.task_record(row) for row in await self._fetchall_unprepared(name, params)]
 
     async def set_task_progress(self, task_id: str, progress: float, message: str | None, now: int) -> bool:

@@ -421,7 +421,7 @@ SELECT min(pending_deadline) FROM tasks WHERE status = 'pending';
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
        started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
 FROM tasks
-WHERE id < :upper
+WHERE id < :upper AND (:kind IS NULL OR kind = :kind)
 ORDER BY id DESC
 LIMIT :limit;
 
@@ -429,7 +429,7 @@ LIMIT :limit;
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
        started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
 FROM tasks
-WHERE owner = :owner AND id < :upper
+WHERE owner = :owner AND id < :upper AND (:kind IS NULL OR kind = :kind)
 ORDER BY id DESC
 LIMIT :limit;
 
@@ -437,7 +437,7 @@ LIMIT :limit;
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
        started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
 FROM tasks
-WHERE owner = :owner AND status = :status AND id < :upper
+WHERE owner = :owner AND status = :status AND id < :upper AND (:kind IS NULL OR kind = :kind)
 ORDER BY id DESC
 LIMIT :limit;
 
@@ -445,7 +445,7 @@ LIMIT :limit;
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
        started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
 FROM tasks
-WHERE status = :status AND id < :upper
+WHERE status = :status AND id < :upper AND (:kind IS NULL OR kind = :kind)
 ORDER BY id DESC
 LIMIT :limit;
 
