@@ -1,8 +1,9 @@
-"""The dashboard's tasks: the list (by owner and status, paginated), a task's page with its
+"""The dashboard's tasks: the list (by owner, status and kind, paginated), a task's page with its
 progress, reason and run, escaping of what apps put in tasks, and the cancel action."""
 
 from __future__ import annotations
 
+import html as html_
 import re
 
 from stepline.engine import tasks
@@ -40,6 +41,23 @@ async def test_the_list_filters_by_owner_and_status_and_pages(server: support.Se
     cancelled = (await server.client.get("/tasks?status=cancelled")).text
     assert re.findall(r'<a href="/tasks/([0-9A-Z]{26})"', cancelled) == [made[0].id]
     assert (await server.client.get("/tasks?status=sleepy")).status_code == 400
+
+
+async def test_the_list_filters_by_kind_and_keeps_the_filter_on_the_next_page(server: support.Server) -> None:
+    await sync_shop(server)
+    embeds = [await enqueue(server, kind="embed") for _ in range(51)]
+    await enqueue(server)
+
+    html = (await server.client.get("/tasks?kind=embed")).text
+    ids = re.findall(r'<a href="/tasks/([0-9A-Z]{26})"', html)
+    older = re.search(r'href="/tasks\?(kind=embed&amp;cursor=[0-9A-Z]{26})" rel="next"', html)
+    assert older
+    next_page = (await server.client.get("/tasks?" + html_.unescape(older.group(1)))).text
+    rest = re.findall(r'<a href="/tasks/([0-9A-Z]{26})"', next_page)
+
+    assert ids + rest == [task.id for task in reversed(embeds)]
+    assert 'name="kind" value="embed"' in html
+    assert (await server.client.get("/tasks?kind=" + "k" * 201)).status_code == 400
 
 
 async def test_a_task_page_shows_progress_run_and_escapes_what_apps_wrote(server: support.Server) -> None:

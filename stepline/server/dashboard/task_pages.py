@@ -1,4 +1,4 @@
-"""The dashboard's tasks: a list by owner and status, a task page with its progress and its run
+"""The dashboard's tasks: a list by owner, status and kind, a task page with its progress and its run
 (live while the task is not over), and cancelling a task."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from stepline import errors
+from stepline.engine.tasks import MAX_KIND_LENGTH
 from stepline.server import runtime as runtime_
 from stepline.server.api import runs as runs_api
 from stepline.server.dashboard import actions, live, pages, security, templating
@@ -22,8 +23,11 @@ from stepline.storage import records
 router = APIRouter(include_in_schema=False)
 
 
-def _filters(params: dict[str, str]) -> tuple[str | None, records.TaskStatus | None, str | None]:
+def _filters(params: dict[str, str]) -> tuple[str | None, records.TaskStatus | None, str | None, str | None]:
     owner = params.get("owner") or None
+    kind = params.get("kind") or None
+    if kind is not None and len(kind) > MAX_KIND_LENGTH:
+        raise pages.PageError(400, f"kind must be a task kind, at most {MAX_KIND_LENGTH} characters")
     raw_status = params.get("status") or None
     try:
         status = records.TaskStatus(raw_status) if raw_status else None
@@ -33,17 +37,20 @@ def _filters(params: dict[str, str]) -> tuple[str | None, records.TaskStatus | N
         raise pages.PageError(400, f"status must be one of {allowed} (got {raw_status!r})") from None
     except ApiError as exc:
         raise pages.PageError(400, exc.message) from None
-    return owner, status, cursor
+    return owner, status, kind, cursor
 
 
 @router.get("/tasks", response_class=HTMLResponse)
 async def tasks_page(request: Request) -> Response:
     runtime = pages.runtime_for(request)
-    owner, status, cursor = _filters(dict(request.query_params))
-    found = await runtime.store.list_tasks(owner=owner, status=status, cursor=cursor, limit=pages.PAGE_SIZE + 1)
+    owner, status, kind, cursor = _filters(dict(request.query_params))
+    found = await runtime.store.list_tasks(
+        owner=owner, status=status, kind=kind, cursor=cursor, limit=pages.PAGE_SIZE + 1
+    )
     more = len(found) > pages.PAGE_SIZE
     found = found[: pages.PAGE_SIZE]
-    kept = {key: value for key, value in (("owner", owner), ("status", status and status.value)) if value}
+    filters = (("owner", owner), ("status", status and status.value), ("kind", kind))
+    kept = {key: value for key, value in filters if value}
     next_query = urllib.parse.urlencode({**kept, "cursor": found[-1].id}) if more else None
     return templating.render(
         request,
@@ -51,6 +58,7 @@ async def tasks_page(request: Request) -> Response:
         nav="tasks",
         tasks=found,
         owner=owner or "",
+        kind=kind or "",
         chosen=status.value if status else "",
         statuses=[item.value for item in records.TaskStatus],
         next_query=next_query,
