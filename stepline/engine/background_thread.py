@@ -80,13 +80,23 @@ class EngineThread:
 
 
 def _end(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
-    """Close what is left on ``loop`` (async generators: the SDK's HTTP sessions), stop it, join
-    its thread and close it."""
+    """End what is left on ``loop`` as ``asyncio.run`` does, stop it, join its thread and close it."""
     if thread.is_alive():
         try:
-            asyncio.run_coroutine_threadsafe(loop.shutdown_asyncgens(), loop).result(STOP_MARGIN_S)
+            asyncio.run_coroutine_threadsafe(_cancel_the_rest(loop), loop).result(STOP_MARGIN_S)
         finally:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(STOP_MARGIN_S)
     if not thread.is_alive():
         loop.close()
+
+
+async def _cancel_the_rest(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the tasks still on the loop (calls of the app's threads waiting on a stream, which
+    then raise instead of waiting forever), then close its async generators (the SDK's HTTP
+    sessions)."""
+    rest = [task for task in asyncio.all_tasks(loop) if task is not asyncio.current_task()]
+    for task in rest:
+        task.cancel()
+    await asyncio.gather(*rest, return_exceptions=True)
+    await loop.shutdown_asyncgens()

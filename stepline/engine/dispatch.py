@@ -13,6 +13,7 @@ from typing import Protocol
 from stepline import errors
 from stepline.engine import apply as apply_
 from stepline.engine import registry as registry_
+from stepline.engine import threadsafe
 from stepline.protocol import models, responses
 from stepline.sdk import client as client_
 from stepline.sdk import execution
@@ -66,7 +67,7 @@ class CallCheckpointer:
         self._started_at = self._applier.now_ms()
 
     def checkpoint_sync(self, op: models.Op) -> None:
-        asyncio.run_coroutine_threadsafe(self.checkpoint(op), self._loop).result()
+        threadsafe.wait_on(self._loop, self.checkpoint(op))
 
 
 class Transport(Protocol):

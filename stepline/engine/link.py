@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncGenerator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from stepline import errors
-from stepline.engine import core, task_stream, tasks
+from stepline.engine import core, task_stream, tasks, threadsafe
+from stepline.protocol import sse
 from stepline.storage import records
 
 STREAM_POLL_S = 0.1
@@ -42,7 +44,7 @@ class ClientLink:
                     "a *_sync call was made on the event loop's own thread, where it would wait for "
                     "itself forever: await the async method instead"
                 )
-        return asyncio.run_coroutine_threadsafe(call, loop).result()
+        return threadsafe.wait_on(loop, call)
 
     @contextlib.contextmanager
     def _answering(self) -> Iterator[None]:
@@ -106,23 +108,46 @@ class ClientLink:
         return self._on_loop(self.report_progress(task_id, progress, message))
 
     async def stream_task(self, task_id: str, after_version: int | None = None) -> AsyncGenerator[dict[str, Any], None]:
+        async for change in self._changes(task_id, after_version, ticks=False):
+            if change is not None:
+                yield change
+
+    async def _changes(
+        self, task_id: str, after_version: int | None, *, ticks: bool
+    ) -> AsyncGenerator[dict[str, Any] | None, None]:
+        """The stream's task bodies; with ``ticks``, None whenever ``sse.KEEPALIVE_S`` pass
+        without one (a web route then writes a keep-alive)."""
         task = await self._engine.require_task(task_id)
+        quiet_since = time.monotonic()
         async for change in task_stream.stream(self._engine.store, task, after_version, self._stream_poll_s):
             if change is not None:
+                quiet_since = time.monotonic()
                 yield tasks.task_body(change)
+            elif ticks and time.monotonic() - quiet_since >= sse.KEEPALIVE_S:
+                quiet_since = time.monotonic()
+                yield None
 
-    def stream_task_sync(self, task_id: str, after_version: int | None = None) -> Iterator[dict[str, Any]]:
+    def stream_task_sync(
+        self, task_id: str, after_version: int | None = None, *, ticks: bool = False
+    ) -> Iterator[dict[str, Any] | None]:
         """``stream_task`` from a worker thread: each change is read on the engine's loop. Closing
         this generator early (a browser went away) closes the stream there too."""
-        changes = self.stream_task(task_id, after_version)
+        changes = self._changes(task_id, after_version, ticks=ticks)
 
-        async def following() -> dict[str, Any] | None:
-            return await anext(changes, None)
+        async def following() -> dict[str, Any] | _End | None:
+            return await anext(changes, _END)
 
         try:
-            while (change := self._on_loop(following())) is not None:
+            while not isinstance(change := self._on_loop(following()), _End):
                 yield change
         finally:
             loop = self._engine.loop
-            if loop is not None and not loop.is_closed():
+            if loop is not None and loop.is_running():
                 asyncio.run_coroutine_threadsafe(changes.aclose(), loop)
+
+
+class _End:
+    """The end of a stream, told apart from its ticks (None)."""
+
+
+_END = _End()

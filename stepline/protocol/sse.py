@@ -14,6 +14,9 @@ MEDIA_TYPE = "text/event-stream"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 """No caching, and no buffering by a proxy (nginx) in front: frames must arrive as they are sent."""
 KEEPALIVE = b": keep-alive\n\n"
+KEEPALIVE_S = 15.0
+"""A quiet stream sends ``KEEPALIVE`` this often: proxies' idle timeouts (nginx: 60 s) do not cut
+it, and writing it is how a server learns that its client went away."""
 
 
 def frame(event: str, data: Any, event_id: str | int | None = None) -> bytes:
@@ -26,25 +29,32 @@ def frame(event: str, data: Any, event_id: str | int | None = None) -> bytes:
     return ("\n".join(lines) + "\n\n").encode()
 
 
+COMMENT = ":"
+"""The event ``read_frames(..., comments=True)`` gives a comment line (a keep-alive), with None."""
+
+
 class FrameReader:
     """Frames out of a stream of text lines, fed one line at a time (for both the async and the
-    sync readers below): ``feed`` returns ``(event, decoded data)`` when a line ends a frame."""
+    sync readers below): ``feed`` returns ``(event, decoded data)`` when a line ends a frame, and
+    ``(COMMENT, None)`` for a comment line if ``comments``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, comments: bool = False) -> None:
         self._event = "message"
         self._data: list[str] = []
+        self._comments = comments
 
     def feed(self, raw: str) -> tuple[str, Any] | None:
         line = raw.rstrip("\r\n")
         if not line:
             return self.end()
-        if not line.startswith(":"):  # a comment (keep-alive) otherwise
-            field, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if field == "event":
-                self._event = value
-            elif field == "data":
-                self._data.append(value)
+        if line.startswith(":"):  # a comment: a keep-alive
+            return (COMMENT, None) if self._comments else None
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            self._event = value
+        elif field == "data":
+            self._data.append(value)
         return None
 
     def end(self) -> tuple[str, Any] | None:
@@ -54,9 +64,10 @@ class FrameReader:
         return found
 
 
-async def read_frames(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, Any]]:
-    """``(event, decoded data)`` for each frame in a stream of text lines; comments are skipped."""
-    reader = FrameReader()
+async def read_frames(lines: AsyncIterator[str], *, comments: bool = False) -> AsyncIterator[tuple[str, Any]]:
+    """``(event, decoded data)`` for each frame in a stream of text lines; comments are skipped,
+    or given as ``(COMMENT, None)`` with ``comments``."""
+    reader = FrameReader(comments=comments)
     async for raw in lines:
         found = reader.feed(raw)
         if found is not None:
@@ -66,9 +77,9 @@ async def read_frames(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, Any
         yield found
 
 
-def read_frames_sync(lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
+def read_frames_sync(lines: Iterable[str], *, comments: bool = False) -> Iterator[tuple[str, Any]]:
     """``read_frames`` for synchronous code."""
-    reader = FrameReader()
+    reader = FrameReader(comments=comments)
     for raw in lines:
         found = reader.feed(raw)
         if found is not None:

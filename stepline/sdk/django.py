@@ -20,10 +20,12 @@ twin of ``stepline.fastapi.task_routes``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from django import http, urls
+from django.core.handlers import asgi
 from django.views.decorators import csrf
 
 from stepline.sdk import client as client_
@@ -86,45 +88,60 @@ def task_routes(
     threads until its task ends: with few threads, let browsers poll instead.
     """
     views = task_views.SyncTaskViews(client)
-    base = prefix.strip("/")
 
+    @csrf.csrf_exempt  # it answers GET only: a POST is refused with 405, not with a CSRF page
     def get_task(request: http.HttpRequest, task_id: str) -> http.HttpResponseBase:
-        return _only(request, "GET") or _response(views.get(task_id, owner(request)))
+        return _response(request, _only(request, "GET") or views.get(task_id, owner(request)))
 
+    @csrf.csrf_exempt
     def stream_task(request: http.HttpRequest, task_id: str) -> http.HttpResponseBase:
-        refused = _only(request, "GET")
-        if refused is not None:
-            return refused
-        return _response(views.stream(task_id, owner(request), request.headers.get("Last-Event-ID")))
+        last_event_id = request.headers.get("Last-Event-ID")
+        return _response(request, _only(request, "GET") or views.stream(task_id, owner(request), last_event_id))
 
     def cancel_task(request: http.HttpRequest, task_id: str) -> http.HttpResponseBase:
-        return _only(request, "POST") or _response(views.cancel(task_id, owner(request)))
+        return _response(request, _only(request, "POST") or views.cancel(task_id, owner(request)))
 
     if csrf_exempt:
         cancel_task = csrf.csrf_exempt(cancel_task)
     return [
-        urls.path(f"{base}/<str:task_id>", get_task, name="stepline-task"),
-        urls.path(f"{base}/<str:task_id>/stream", stream_task, name="stepline-task-stream"),
-        urls.path(f"{base}/<str:task_id>/cancel", cancel_task, name="stepline-task-cancel"),
+        urls.path(task_views.route_path(prefix, "<str:task_id>"), get_task, name="stepline-task"),
+        urls.path(task_views.route_path(prefix, "<str:task_id>/stream"), stream_task, name="stepline-task-stream"),
+        urls.path(task_views.route_path(prefix, "<str:task_id>/cancel"), cancel_task, name="stepline-task-cancel"),
     ]
 
 
-def _only(request: http.HttpRequest, method: str) -> http.HttpResponse | None:
-    """None for ``method`` (and HEAD with GET); otherwise 405 with a JSON body and ``Allow``."""
-    if request.method == method or (method == "GET" and request.method == "HEAD"):
-        return None
-    body = {"error": f"method {request.method} is not allowed here (only {method})", "status": 405}
-    refused = http.JsonResponse(body, status=405)
-    refused["Allow"] = method
-    return refused
+def _only(request: http.HttpRequest, method: str) -> task_views.Answer | None:
+    """None for ``method``; otherwise 405 in JSON (HEAD too: as on FastAPI's routes, and a HEAD
+    of the stream would otherwise follow the task to its end)."""
+    return None if request.method == method else task_views.method_not_allowed(request.method or "", method)
 
 
-def _response(answer: task_views.Answer) -> http.HttpResponseBase:
+def _response(request: http.HttpRequest, answer: task_views.Answer) -> http.HttpResponseBase:
     response: http.HttpResponseBase
     if answer.frames is not None:
-        response = http.StreamingHttpResponse(answer.frames, status=answer.status, content_type=answer.media_type)
+        # Under ASGI Django would read a plain iterator whole before sending a byte.
+        frames = _each_in_a_thread(answer.frames) if isinstance(request, asgi.ASGIRequest) else answer.frames
+        response = http.StreamingHttpResponse(frames, status=answer.status, content_type=answer.media_type)
+    elif answer.status == 204:
+        response = http.HttpResponse(status=204)
+        del response["Content-Type"]
     else:
         response = http.HttpResponse(answer.content, status=answer.status, content_type=answer.media_type)
     for name, value in answer.headers.items():
         response[name] = value
     return response
+
+
+async def _each_in_a_thread(frames: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """``frames`` for Django under ASGI: each ``next`` blocks, so it runs in a worker thread."""
+    try:
+        while (frame := await asyncio.to_thread(next, frames, None)) is not None:
+            yield frame
+    finally:
+        await asyncio.to_thread(_close, frames)
+
+
+def _close(frames: Iterator[bytes]) -> None:
+    close = getattr(frames, "close", None)
+    if close is not None:
+        close()

@@ -78,24 +78,44 @@ def task_routes(
     and the next change finds it gone): with few threads, let browsers poll instead.
     """
     views = task_views.SyncTaskViews(client)
-    prefix = "/" + url_prefix.strip("/")
-    blueprint = flask.Blueprint(name or "stepline_tasks_" + re.sub(r"\W", "_", prefix.strip("/")), __name__)
+    blueprint = flask.Blueprint(
+        name or "stepline_tasks_" + (re.sub(r"\W", "_", url_prefix.strip("/")) or "root"), __name__
+    )
 
     def get_task(task_id: str) -> flask.Response:
-        return _response(views.get(task_id, owner()))
+        return _response(_only("GET") or views.get(task_id, owner()))
 
     def stream_task(task_id: str) -> flask.Response:
-        return _response(views.stream(task_id, owner(), flask.request.headers.get("Last-Event-ID")))
+        last_event_id = flask.request.headers.get("Last-Event-ID")
+        return _response(_only("GET") or views.stream(task_id, owner(), last_event_id))
 
     def cancel_task(task_id: str) -> flask.Response:
-        return _response(views.cancel(task_id, owner()))
+        return _response(_only("POST") or views.cancel(task_id, owner()))
 
-    blueprint.add_url_rule(f"{prefix}/<task_id>", "get_task", get_task, methods=["GET"])
-    blueprint.add_url_rule(f"{prefix}/<task_id>/stream", "stream_task", stream_task, methods=["GET"])
-    blueprint.add_url_rule(f"{prefix}/<task_id>/cancel", "cancel_task", cancel_task, methods=["POST"])
+    # Every method reaches the views, which refuse the wrong ones in JSON (Flask's 405 is HTML).
+    rules = (("<task_id>", get_task), ("<task_id>/stream", stream_task), ("<task_id>/cancel", cancel_task))
+    for tail, view in rules:
+        path = "/" + task_views.route_path(url_prefix, tail)
+        blueprint.add_url_rule(path, view.__name__, view, methods=_METHODS, provide_automatic_options=False)
     return blueprint
 
 
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _only(method: str) -> task_views.Answer | None:
+    """None for ``method`` (and HEAD with GET: werkzeug answers it without the body, and never
+    starts a stream's frames); otherwise 405 in JSON."""
+    asked = flask.request.method
+    if asked == method or (method == "GET" and asked == "HEAD"):
+        return None
+    return task_views.method_not_allowed(asked, method)
+
+
 def _response(answer: task_views.Answer) -> flask.Response:
+    if answer.status == 204:
+        response = flask.Response(status=204)
+        del response.headers["Content-Type"]
+        return response
     content: Any = answer.content if answer.frames is None else answer.frames
     return flask.Response(content, status=answer.status, headers=dict(answer.headers), mimetype=answer.media_type)

@@ -31,7 +31,13 @@ from stepline.sdk import settings as settings_
 
 MAX_ATTEMPTS = 4
 TIMEOUT_S = 10.0
-_STREAM_TIMEOUT = httpx.Timeout(TIMEOUT_S, read=None)  # a stream is quiet until the task changes
+STREAM_READ_TIMEOUT_S = 3 * sse.KEEPALIVE_S
+"""A task stream is quiet until the task changes, but the server writes a keep-alive every
+``sse.KEEPALIVE_S``: three missed ones mean the server (or the way to it) hangs."""
+_STREAM_TIMEOUT = httpx.Timeout(TIMEOUT_S, read=STREAM_READ_TIMEOUT_S)
+_STREAM_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=20)
+"""Streams hold their connection for as long as they follow a task: no bound on how many, and
+never in the pool of the short calls (one stream per browser would otherwise starve them)."""
 
 
 class _Reply:
@@ -77,6 +83,7 @@ class HttpTaskBackend:
             weakref.WeakKeyDictionary()
         )
         self._sync_client: httpx.Client | None = None
+        self._sync_stream_client: httpx.Client | None = None
         self._lock = threading.Lock()
 
     # connection pools
@@ -96,10 +103,11 @@ class HttpTaskBackend:
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None or client.is_closed:
-            client = httpx.AsyncClient(
+            client = httpx.AsyncClient(  # for streams only: short calls go through aiohttp
                 base_url=self._settings.base_url,
                 headers=self._headers(),
-                timeout=TIMEOUT_S,
+                timeout=_STREAM_TIMEOUT,
+                limits=_STREAM_LIMITS,
                 verify=http_sender._shared_ssl_context(),
             )
             self._async_clients[loop] = client
@@ -131,6 +139,18 @@ class HttpTaskBackend:
                     verify=http_sender._shared_ssl_context(),
                 )
             return self._sync_client
+
+    def _stream_client_sync(self) -> httpx.Client:
+        with self._lock:
+            if self._sync_stream_client is None:
+                self._sync_stream_client = httpx.Client(
+                    base_url=self._settings.base_url,
+                    headers=self._headers(),
+                    timeout=_STREAM_TIMEOUT,
+                    limits=_STREAM_LIMITS,
+                    verify=http_sender._shared_ssl_context(),
+                )
+            return self._sync_stream_client
 
     # the TaskBackend verbs
     async def enqueue_task(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -194,8 +214,10 @@ class HttpTaskBackend:
         except httpx.RequestError as exc:
             raise self._unreachable(http_sender._network_failure(exc)) from None
 
-    def stream_task_sync(self, task_id: str, after_version: int | None = None) -> Iterator[dict[str, Any]]:
-        client = self._client_sync()
+    def stream_task_sync(
+        self, task_id: str, after_version: int | None = None, *, ticks: bool = False
+    ) -> Iterator[dict[str, Any] | None]:
+        client = self._stream_client_sync()
         headers = {} if after_version is None else {"Last-Event-ID": str(after_version)}
         path = _task_path(task_id) + "/stream"
         try:
@@ -205,8 +227,10 @@ class HttpTaskBackend:
                 if response.status_code >= 400:
                     response.read()
                     _task_or_raise(response, "stream the task")
-                for event, data in sse.read_frames_sync(response.iter_lines()):
-                    if event == "task" and isinstance(data, dict):
+                for event, data in sse.read_frames_sync(response.iter_lines(), comments=ticks):
+                    if event == sse.COMMENT:
+                        yield None  # the server's keep-alive: the task is quiet
+                    elif event == "task" and isinstance(data, dict):
                         yield data
         except httpx.RequestError as exc:
             raise self._unreachable(http_sender._network_failure(exc)) from None

@@ -29,20 +29,27 @@ JSON_TYPE = "application/json"
 
 
 def owner_id(caller: Any) -> str | None:
-    """The owner id the app's ``owner`` resolved to: a string, or an object's ``id`` (your
-    ``User``); None when nobody is signed in (None, an empty id, or Django's anonymous user)."""
-    if caller is None or caller == "":
-        return None
-    if isinstance(caller, str):
-        return caller
+    """The owner id the app's ``owner`` resolved to: a string or a whole number, or an object's
+    ``id`` (your ``User``; ``pk`` for a Django model keyed otherwise); None when nobody is signed
+    in (None, an empty id, or Django's anonymous user)."""
+    if caller is None or isinstance(caller, bool):
+        return None if caller is None else _not_an_owner(caller)
+    if isinstance(caller, str | int):
+        return str(caller) if caller != "" else None
     if getattr(caller, "is_authenticated", True) is False:
         return None
-    if not hasattr(caller, "id"):
-        raise TypeError(
-            "task_routes(owner=...) must resolve to the caller's owner id (a string) or an object with an 'id'"
-        )
-    identity = caller.id
-    return None if identity is None or identity == "" else str(identity)
+    for attribute in ("id", "pk"):
+        if hasattr(caller, attribute):
+            identity = getattr(caller, attribute)
+            return None if identity is None or identity == "" else str(identity)
+    return _not_an_owner(caller)
+
+
+def _not_an_owner(caller: object) -> str:
+    raise TypeError(
+        "task_routes(owner=...) must resolve to the caller's owner id (a string or number) or an object "
+        f"with an 'id', not {type(caller).__name__}"
+    )
 
 
 def not_found_body(task_id: str) -> dict[str, Any]:
@@ -59,6 +66,12 @@ def saw_the_end(task: tasks_.Task, seen: int | None) -> bool:
     """Whether a client that has seen version ``seen`` already has the task's final state: its
     stream is then answered 204, which stops a browser's ``EventSource`` reconnecting."""
     return seen == task.version and task.is_terminal
+
+
+def route_path(prefix: str, tail: str) -> str:
+    """``prefix`` (with or without slashes, or empty) and ``tail`` joined with one slash."""
+    base = prefix.strip("/")
+    return f"{base}/{tail}" if base else tail
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -80,6 +93,11 @@ class Answer:
         if self.frames is not None:
             return sse.MEDIA_TYPE
         return None if self.body is None else JSON_TYPE
+
+
+def method_not_allowed(method: str, allowed: str) -> Answer:
+    body = {"error": f"method {method} is not allowed here (only {allowed})", "status": 405}
+    return Answer(405, body, {"Allow": allowed})
 
 
 class SyncTaskViews:
@@ -113,13 +131,14 @@ class SyncTaskViews:
         )
 
     def _frames(self, task_id: str, seen: int | None) -> Iterator[bytes]:
-        changes = self._client.tasks.stream_sync(task_id, after_version=seen)
+        changes = self._client.tasks.watch_sync(task_id, after_version=seen)
         try:
             for change in changes:
-                yield stream_frame(change)
-        except (errors.EventSendError, errors.StorageError) as exc:
+                # A keep-alive when quiet: writing it is how the server learns the browser left.
+                yield sse.KEEPALIVE if change is None else stream_frame(change)
+        except errors.SteplineError as exc:
             # The answer has started: all that is left is to end it; the browser reconnects.
-            logger.warning("task stream %s ended early: Stepline is unavailable: %s", task_id, exc)
+            logger.warning("task stream %s ended early: %s", task_id, exc)
         finally:
             changes.close()
 

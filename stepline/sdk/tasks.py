@@ -178,7 +178,12 @@ class TaskBackend(Protocol):
         ``TaskClient.stream``)."""
         ...
 
-    def stream_task_sync(self, task_id: str, after_version: int | None = None) -> Iterator[dict[str, Any]]: ...
+    def stream_task_sync(
+        self, task_id: str, after_version: int | None = None, *, ticks: bool = False
+    ) -> Iterator[dict[str, Any] | None]:
+        """``stream_task`` for synchronous code; with ``ticks``, also None whenever about
+        ``sse.KEEPALIVE_S`` pass without a change."""
+        ...
 
 
 class TaskClient:
@@ -282,9 +287,23 @@ class TaskClient:
     def stream_sync(self, task_id: str, *, after_version: int | None = None) -> Generator[Task, None, None]:
         """``stream`` for synchronous code (a Flask or Django view): a generator that blocks its
         thread until the next change. Close it (or let it end) to stop following the task."""
+        for task in self.watch_sync(task_id, after_version=after_version):
+            if task is not None:
+                yield task
+
+    def watch_sync(self, task_id: str, *, after_version: int | None = None) -> Generator[Task | None, None, None]:
+        """``stream_sync`` for web routes: also None whenever about 15 s pass without a change, so
+        that the route writes a keep-alive (which proxies need, and which is how a WSGI server
+        learns that the browser went away: it fails to write it)."""
         _check_after_version(after_version)
-        for body in self._backend().stream_task_sync(ids.canonical(task_id), after_version=after_version):
-            yield Task.from_wire(body)
+        bodies = self._backend().stream_task_sync(ids.canonical(task_id), after_version=after_version, ticks=True)
+        try:
+            for body in bodies:
+                yield None if body is None else Task.from_wire(body)
+        finally:
+            close = getattr(bodies, "close", None)  # release the stream now, not when collected
+            if close is not None:
+                close()
 
 
 def _kind_filter(kind: object) -> dict[str, str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -101,3 +102,39 @@ def test_a_synchronous_app_writes_its_tasks_to_postgres_with_connect(postgres_ur
     assert ended.status == "complete"
     assert ended.result == {"resume": "tailored", "job": "j3"}
     assert engine_threads() == []
+
+
+def test_stopping_the_engine_ends_the_streams_the_app_still_follows(database_url: str) -> None:
+    """A WSGI thread following a task must not wait forever once the engine it waits on stops."""
+    client = stepline.Stepline(app_id="sync-stop")
+    gate = threading.Event()
+
+    @client.function(id="slow", trigger=stepline.on_event("ai/slow"))
+    def slow(ctx: stepline.ContextSync) -> bool:
+        return ctx.step.run("wait", gate.wait, TIMEOUT_S)
+
+    engine = stepline.Engine(client, [slow], database_url)
+    engine.start_in_thread()
+    ended: list[BaseException | None] = []
+    try:
+        task = client.tasks.enqueue_sync(kind="slow", owner="alice", event=stepline.Event(name="ai/slow"))
+        stream = client.tasks.stream_sync(task.id)
+        assert next(stream).id == task.id
+
+        def follow() -> None:
+            try:
+                list(stream)
+                ended.append(None)
+            except BaseException as exc:  # what the app's thread would see
+                ended.append(exc)
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+    finally:
+        engine.stop_in_thread(grace=timedelta(seconds=0))  # the task is still running
+        gate.set()  # lets the step's worker thread go
+    follower.join(TIMEOUT_S)
+
+    assert not follower.is_alive(), "the stream still waits on a stopped engine"
+    assert len(ended) == 1
+    assert isinstance(ended[0], errors.StorageError)

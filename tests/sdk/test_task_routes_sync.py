@@ -23,6 +23,8 @@ import flask
 import httpx
 import pytest
 import ulid
+import uvicorn
+from django.core import asgi
 from django.core.handlers.wsgi import WSGIHandler
 from werkzeug import serving
 
@@ -48,9 +50,12 @@ def caller_of(headers: Any) -> str | None:
 
 def flask_app(client: stepline.Stepline) -> Any:
     app = flask.Flask(__name__)
-    app.register_blueprint(
-        stepline.flask.task_routes(client, owner=lambda: caller_of(flask.request.headers), url_prefix="/api/ai-jobs")
-    )
+
+    def owner() -> str | None:
+        return caller_of(flask.request.headers)
+
+    app.register_blueprint(stepline.flask.task_routes(client, owner=owner, url_prefix="/api/ai-jobs"))
+    app.register_blueprint(stepline.flask.task_routes(client, owner=owner, url_prefix=""))
     return app
 
 
@@ -60,6 +65,7 @@ def django_app(client: stepline.Stepline) -> Any:
             client, owner=lambda request: caller_of(request.headers), prefix="api/ai-jobs", csrf_exempt=True
         ),
         *stepline.django.task_routes(client, owner=lambda request: caller_of(request.headers), prefix="api/guarded"),
+        *stepline.django.task_routes(client, owner=lambda request: caller_of(request.headers), prefix=""),
     ]
     return WSGIHandler()
 
@@ -262,3 +268,107 @@ def test_task_routes_follow_an_embedded_engine_to_complete(framework: str, datab
     versions = [frame["version"] for frame in watcher.frames]
     assert versions == sorted(set(versions))
     assert [task.id for task in listed] == [task_id]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_wrong_methods_are_405_in_json_and_the_routes_mount_at_the_root(framework: str, stepline_server: str) -> None:
+    client = stepline.Stepline(app_id="sync-app", base_url=stepline_server, is_dev=True)
+    task_id = enqueue(client)
+    alice = {USER: "alice"}
+    with wsgi_server(APPS[framework](client)) as base, httpx.Client(base_url=base, timeout=TIMEOUT_S) as http:
+        path = f"/api/ai-jobs/{task_id}"
+        posted = http.post(path, headers=alice)
+        deleted = http.delete(path + "/cancel", headers=alice)
+        head = http.head(path + "/stream", headers=alice)
+        at_root = http.get(f"/{task_id}", headers=alice)
+        final = http.post(path + "/cancel", headers=alice).json()["version"]
+        ended = http.get(path + "/stream", headers={**alice, "Last-Event-ID": str(final)})
+
+    for refused, allowed in ((posted, "GET"), (deleted, "POST")):
+        assert refused.status_code == 405
+        assert refused.headers["allow"] == allowed
+        assert refused.json()["status"] == 405
+    # HEAD of a stream never follows the task: Flask answers its headers, Django refuses it as FastAPI does.
+    assert head.status_code == (200 if framework == "flask" else 405)
+    assert at_root.status_code == 200
+    assert at_root.json()["id"] == task_id
+    assert ended.status_code == 204
+    assert "content-type" not in ended.headers
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_quiet_stream_sends_keep_alives(
+    framework: str, stepline_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A keep-alive is how a WSGI server learns that the browser left (its write fails), and
+    what keeps a proxy from cutting a quiet stream."""
+    monkeypatch.setattr(sse, "KEEPALIVE_S", 0.2)
+    client = stepline.Stepline(app_id="sync-app", base_url=stepline_server, is_dev=True)
+    task_id = enqueue(client)
+    with wsgi_server(APPS[framework](client)) as base, httpx.Client(base_url=base, timeout=TIMEOUT_S) as http:
+        with http.stream("GET", f"/api/ai-jobs/{task_id}/stream", headers={USER: "alice"}) as reply:
+            lines = reply.iter_lines()
+            seen = [next(lines) for _ in range(8)]
+        cancelled = http.post(f"/api/ai-jobs/{task_id}/cancel", headers={USER: "alice"})
+
+    assert seen[:2] == ["id: 1", "event: task"]
+    assert seen[2].startswith("data: {")
+    assert ": keep-alive" in seen
+    assert cancelled.json()["status"] == "cancelled"
+
+
+def test_streams_do_not_starve_the_other_calls(stepline_server: str) -> None:
+    """Each open stream holds a connection; a hundred of them (a hundred watching browsers) must
+    not leave the short calls waiting for one."""
+    client = stepline.Stepline(app_id="sync-app", base_url=stepline_server, is_dev=True)
+    task_id = enqueue(client)
+    streams = [client.tasks.stream_sync(task_id) for _ in range(101)]
+    try:
+        firsts = [next(stream) for stream in streams]
+        started = time.monotonic()
+        read = client.tasks.get_sync(task_id)
+        waited = time.monotonic() - started
+    finally:
+        for stream in streams:
+            stream.close()
+
+    assert {task.id for task in firsts} == {task_id}
+    assert read is not None
+    assert waited < 20, f"a read waited {waited:.1f} s behind the open streams"
+
+
+def test_django_streams_frame_by_frame_under_asgi(stepline_server: str) -> None:
+    """Under ASGI Django reads a synchronous iterator whole before it sends anything: the frames
+    must reach the browser as the task changes, not all at its end."""
+    client = stepline.Stepline(app_id="sync-app", base_url=stepline_server, is_dev=True)
+    django_app(client)
+    task_id = enqueue(client)
+    config = uvicorn.Config(asgi.get_asgi_application(), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    with asgi_server(config) as base, httpx.Client(base_url=base, timeout=TIMEOUT_S) as http:
+        watcher = StreamWatcher()
+        reader = watcher.watch(http, f"/api/ai-jobs/{task_id}/stream")
+        assert watcher.first.wait(TIMEOUT_S)
+        first = list(watcher.frames)
+        http.post(f"/api/ai-jobs/{task_id}/cancel", headers={USER: "alice"})
+        reader.join(TIMEOUT_S)
+
+    assert [frame["status"] for frame in first] == ["pending"]
+    assert [frame["status"] for frame in watcher.frames] == ["pending", "cancelled"]
+
+
+@contextlib.contextmanager
+def asgi_server(config: uvicorn.Config) -> Iterator[str]:
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive(), "the ASGI server did not start"
+        assert time.monotonic() < deadline, "the ASGI server did not start in time"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)

@@ -156,9 +156,24 @@ def test_task_route_owners_resolve_to_an_id_or_to_nobody() -> None:
         id: object
         is_authenticated: bool = True
 
+    @dataclasses.dataclass
+    class KeyedOtherwise:  # a Django model whose primary key is not called id
+        pk: str
+
     assert task_views.owner_id("alice") == "alice"
+    assert task_views.owner_id(42) == "42"
+    assert task_views.owner_id(0) == "0"
     assert task_views.owner_id(User(42)) == "42"
+    assert task_views.owner_id(User(0)) == "0"
+    assert task_views.owner_id(KeyedOtherwise("u-7")) == "u-7"
     for nobody in (None, "", User(None), User(""), User(7, is_authenticated=False)):
         assert task_views.owner_id(nobody) is None
-    with pytest.raises(TypeError, match="owner id"):
-        task_views.owner_id(object())
+    for wrong in (object(), True):
+        with pytest.raises(TypeError, match="owner id"):
+            task_views.owner_id(wrong)
+
+
+def test_server_sent_event_comments_are_given_when_asked() -> None:
+    lines = [": keep-alive", "", "event: task", "data: 1", ""]
+    assert list(sse.read_frames_sync(lines)) == [("task", 1)]
+    assert list(sse.read_frames_sync(lines, comments=True)) == [(sse.COMMENT, None), ("task", 1)]

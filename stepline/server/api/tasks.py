@@ -30,9 +30,6 @@ from stepline.storage import records
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
-KEEPALIVE_S = 15.0
-
-
 ClientServer = auth.ClientServer
 
 
@@ -238,7 +235,7 @@ async def _frames(
         if change is None:  # nothing new since the last read
             if await request.is_disconnected():
                 return
-            if time.monotonic() - quiet_since > KEEPALIVE_S:
+            if time.monotonic() - quiet_since > sse.KEEPALIVE_S:
                 quiet_since = time.monotonic()
                 yield sse.KEEPALIVE
             continue
