@@ -107,10 +107,11 @@ class ClientLink:
     def report_progress_sync(self, task_id: str, progress: float, message: str | None) -> bool:
         return self._on_loop(self.report_progress(task_id, progress, message))
 
-    async def stream_task(self, task_id: str, after_version: int | None = None) -> AsyncGenerator[dict[str, Any], None]:
-        async for change in self._changes(task_id, after_version, ticks=False):
-            if change is not None:
-                yield change
+    async def stream_task(
+        self, task_id: str, after_version: int | None = None, *, ticks: bool = False
+    ) -> AsyncGenerator[dict[str, Any] | None, None]:
+        async for change in self._changes(task_id, after_version, ticks=ticks):
+            yield change
 
     async def _changes(
         self, task_id: str, after_version: int | None, *, ticks: bool

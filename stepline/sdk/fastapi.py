@@ -114,8 +114,12 @@ def _stream(client: client_.Stepline, task: tasks_.Task, seen: int | None) -> fa
         return fastapi.Response(status_code=204)
 
     async def frames() -> AsyncIterator[bytes]:
-        async for change in client.tasks.stream(task.id, after_version=seen):
-            yield task_views.stream_frame(change)
+        try:
+            async for change in client.tasks.watch(task.id, after_version=seen):
+                yield sse.KEEPALIVE if change is None else task_views.stream_frame(change)
+        except errors.SteplineError as exc:
+            # The answer has started: all that is left is to end it; the browser reconnects.
+            logger.warning("task stream %s ended early: %s", task.id, exc)
 
     return fastapi.responses.StreamingResponse(frames(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 

@@ -197,7 +197,9 @@ class HttpTaskBackend:
         response = self._request_sync("POST", _task_path(task_id) + "/progress", _progress(progress, message))
         return bool(_task_or_raise(response, "report progress").get("recorded"))
 
-    async def stream_task(self, task_id: str, after_version: int | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def stream_task(
+        self, task_id: str, after_version: int | None = None, *, ticks: bool = False
+    ) -> AsyncIterator[dict[str, Any] | None]:
         client = self._async_client()
         headers = {} if after_version is None else {"Last-Event-ID": str(after_version)}
         path = _task_path(task_id) + "/stream"
@@ -208,8 +210,10 @@ class HttpTaskBackend:
                 if response.status_code >= 400:
                     await response.aread()
                     _task_or_raise(response, "stream the task")
-                async for event, data in sse.read_frames(response.aiter_lines()):
-                    if event == "task" and isinstance(data, dict):
+                async for event, data in sse.read_frames(response.aiter_lines(), comments=ticks):
+                    if event == sse.COMMENT:
+                        yield None  # the server's keep-alive: the task is quiet
+                    elif event == "task" and isinstance(data, dict):
                         yield data
         except httpx.RequestError as exc:
             raise self._unreachable(http_sender._network_failure(exc)) from None

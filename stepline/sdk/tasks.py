@@ -172,10 +172,13 @@ class TaskBackend(Protocol):
 
     def report_progress_sync(self, task_id: str, progress: float, message: str | None) -> bool: ...
 
-    def stream_task(self, task_id: str, after_version: int | None = None) -> AsyncIterator[dict[str, Any]]:
+    def stream_task(
+        self, task_id: str, after_version: int | None = None, *, ticks: bool = False
+    ) -> AsyncIterator[dict[str, Any] | None]:
         """The task now, then at every change, ending after a terminal state. With
         ``after_version``, the changes after that version instead of the task now (see
-        ``TaskClient.stream``)."""
+        ``TaskClient.stream``); with ``ticks``, also None whenever about ``sse.KEEPALIVE_S``
+        pass without a change (only ``TaskClient.watch`` asks for them)."""
         ...
 
     def stream_task_sync(
@@ -282,7 +285,16 @@ class TaskClient:
             else backend.stream_task(task_id, after_version=after_version)
         )
         async for body in bodies:
-            yield Task.from_wire(body)
+            if body is not None:
+                yield Task.from_wire(body)
+
+    async def watch(self, task_id: str, *, after_version: int | None = None) -> AsyncIterator[Task | None]:
+        """``stream`` for web routes: also None whenever about 15 s pass without a change, so
+        that the route writes a keep-alive (proxies cut quiet connections)."""
+        _check_after_version(after_version)
+        backend = self._backend()
+        async for body in backend.stream_task(ids.canonical(task_id), after_version=after_version, ticks=True):
+            yield None if body is None else Task.from_wire(body)
 
     def stream_sync(self, task_id: str, *, after_version: int | None = None) -> Generator[Task, None, None]:
         """``stream`` for synchronous code (a Flask or Django view): a generator that blocks its

@@ -87,7 +87,7 @@ async def test_the_openapi_document_describes_the_lane_routes(server: support.Se
     assert {"TaskIn", "EventIn", "QuotaIn", "ProgressIn"} <= set(schemas)
     assert "owner" in schemas["TaskIn"]["properties"]
     listing = document["paths"]["/v1/tasks"]["get"]
-    assert {param["name"] for param in listing["parameters"]} == {"owner", "status", "cursor", "limit"}
+    assert {param["name"] for param in listing["parameters"]} == {"owner", "status", "kind", "cursor", "limit"}
     assert [param["name"] for param in document["paths"]["/v1/tasks/{task_id}"]["get"]["parameters"]] == ["task_id"]
     assert document["paths"]["/e/{event_key}"]["post"]["summary"] == "Send events"
     json.dumps(document)  # one document, all of it JSON

@@ -834,3 +834,27 @@ async def test_task_routes_answer_401_when_the_owner_dependency_finds_nobody() -
     for reply in replies:
         assert reply.status_code == 401
         assert reply.json()["status"] == 401
+
+
+async def test_task_routes_send_keep_alives_while_the_task_is_quiet(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Proxies cut connections that stay quiet (nginx: 60 s): a stream writes a comment instead."""
+    monkeypatch.setattr(sse, "KEEPALIVE_S", 0.2)
+    with user_app(database_url) as app:
+        async with httpx.AsyncClient(base_url=app.base_url, timeout=STREAM_TIMEOUT_S) as http:
+            task_id = (await http.post("/api/tailor", headers={"X-User": "alice"})).json()["aiJobId"]
+            await wait_for_status(http, f"/api/ai-jobs/{task_id}", "alice", "running")
+            seen: list[str] = []
+            async with http.stream("GET", f"/api/ai-jobs/{task_id}/stream", headers={"X-User": "alice"}) as reply:
+                async for line in reply.aiter_lines():
+                    seen.append(line)
+                    if line == ": keep-alive":
+                        break
+            app.gate.set()
+            done = await wait_for_status(http, f"/api/ai-jobs/{task_id}", "alice", "complete")
+
+    assert seen[0].startswith("id: ")
+    assert seen[1] == "event: task"
+    assert seen[-1] == ": keep-alive"
+    assert done["status"] == "complete"
