@@ -11,8 +11,10 @@ thread; so does the interpreter's exit, through ``atexit``, if the app never sto
 from __future__ import annotations
 
 import asyncio
-import atexit
+import concurrent.futures.thread  # noqa: F401  (registers its exit hook before ours: see _before_exit)
+import os
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any
@@ -36,11 +38,18 @@ class EngineThread:
         self._stop = stop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
         self._lock = threading.Lock()
 
     @property
     def running(self) -> bool:
         return self._thread is not None
+
+    @property
+    def forked(self) -> bool:
+        """Whether this is a child process holding a copy of an engine its parent started (the
+        thread did not survive the fork)."""
+        return self._thread is not None and self._pid != os.getpid()
 
     def start(self) -> None:
         """Start the loop, then the engine on it; the engine's error if it cannot start (and then
@@ -56,21 +65,22 @@ class EngineThread:
             except BaseException:
                 _end(loop, thread)
                 raise
-            self._loop, self._thread = loop, thread
-            atexit.register(self.stop)
+            self._loop, self._thread, self._pid = loop, thread, os.getpid()
+            # Before the interpreter's thread pools shut down (plain ``atexit`` runs after them,
+            # when the engine could no longer run sync functions), and only once.
+            _before_exit(self.stop)
 
     def stop(self, grace: timedelta = timedelta(seconds=10)) -> None:
         """Stop the engine (in-flight calls get ``grace`` to finish), then the loop and thread.
         Nothing happens if it is not running."""
         with self._lock:
             loop, thread = self._loop, self._thread
-            if loop is None or thread is None:
-                return
+            if loop is None or thread is None or self.forked:
+                return  # a forked process holds a copy of the parent's engine: it is the parent's to stop
             if threading.current_thread() is thread:
                 raise errors.ConfigurationError(
                     "the engine's thread cannot stop itself: stop it from the app's thread, or await engine.stop()"
                 )
-            atexit.unregister(self.stop)
             self._loop = self._thread = None
             try:
                 stopping = asyncio.run_coroutine_threadsafe(self._stop(grace), loop)
@@ -100,3 +110,19 @@ async def _cancel_the_rest(loop: asyncio.AbstractEventLoop) -> None:
         task.cancel()
     await asyncio.gather(*rest, return_exceptions=True)
     await loop.shutdown_asyncgens()
+
+
+def _before_exit(stop: Callable[[], None]) -> None:
+    """Call ``stop`` when the interpreter exits, before ``concurrent.futures`` shuts its thread
+    pools down: ``threading._register_atexit`` callbacks run in reverse order of registration,
+    and the pools register theirs when ``concurrent.futures.thread`` is first imported, which
+    this module's import makes sure happened first. Held weakly: a stopped engine's
+    registration does nothing."""
+    held = weakref.WeakMethod(stop)
+
+    def at_exit() -> None:
+        method = held()
+        if method is not None:
+            method()
+
+    threading._register_atexit(at_exit)  # type: ignore[attr-defined]

@@ -38,6 +38,11 @@ from stepline.storage import open_store, records, store
 
 logger = logging.getLogger("stepline.engine")
 
+FORKED = (
+    "this engine was started in the parent process before it forked (gunicorn --preload?), and its "
+    "thread did not survive the fork: start engines in each worker, after the fork (gunicorn: post_fork)"
+)
+
 
 class EngineCore:
     """Runs the functions of ``registry`` durably on ``database_url`` (SQLite or PostgreSQL).
@@ -144,17 +149,32 @@ class EngineCore:
         lend: the engine runs on a loop of its own daemon thread until ``stop_in_thread`` (or the
         interpreter's exit), and the app calls it through ``client.send_sync`` and
         ``client.tasks.*_sync``. ``with engine:`` does both. Raises what ``start`` raises."""
+        if self._own_thread.forked:
+            raise errors.ConfigurationError(FORKED)
         if self._db is not None:
             raise errors.ConfigurationError("the engine is already started")
         self._own_thread.start()
+
+    @property
+    def forked(self) -> bool:
+        """Whether this process is a fork of the one that started this engine in a thread."""
+        return self._own_thread.forked
 
     def stop_in_thread(self, grace: timedelta = timedelta(seconds=10)) -> None:
         """Stop an engine started by ``start_in_thread`` (see ``stop``); nothing if it is not running."""
         self._own_thread.stop(grace)
 
+    def _require_own_loop(self, doing: str) -> None:
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            raise errors.ConfigurationError(
+                f"cannot {doing} the engine from this event loop: it runs on another one "
+                "(started with start_in_thread or 'with engine:'? then stop it with stop_in_thread)"
+            )
+
     async def start(self) -> None:
         """Open the database, register functions and (unless ``background=False``) start executing."""
         if self._db is not None:
+            self._require_own_loop("start")
             return
         self._loop = asyncio.get_running_loop()
         # A runtime that executes nothing uses the servers' schema without changing it.
@@ -169,8 +189,15 @@ class EngineCore:
             raise
         if not self.executes:
             return
+        try:
+            await self._start_executing(self._db)
+        except BaseException:  # nothing half-started stays behind: the engine can start again
+            await self.stop(timedelta(0))
+            raise
+
+    async def _start_executing(self, db: store.Store) -> None:
         applier = apply_.Applier(
-            self._db,
+            db,
             self.registry,
             self._ingestor,
             self.clock,
@@ -178,7 +205,7 @@ class EngineCore:
             reload_functions=self._reload_functions,
         )
         self._executor = executor.Executor(
-            self._db,
+            db,
             self.registry,
             applier,
             self._transport(),
@@ -190,10 +217,10 @@ class EngineCore:
             checkpointing=self._checkpointing,
             reload_functions=self._reload_functions,
         )
-        self._cron = cron_.CronScheduler(self._db, self.registry, self._ingestor, self.clock)
-        self._sweeper = sweeper.Sweeper(self._db, self._ingestor, self.clock, on_swept=self._note_task_swept)
+        self._cron = cron_.CronScheduler(db, self.registry, self._ingestor, self.clock)
+        self._sweeper = sweeper.Sweeper(db, self._ingestor, self.clock, on_swept=self._note_task_swept)
         if self._retention_period is not None:
-            self._retention = retention_.Retention(self._db, self.clock, self._retention_period)
+            self._retention = retention_.Retention(db, self.clock, self._retention_period)
         await self._register_crons()
         if self._background:
             jobs = self._background_jobs()
@@ -207,6 +234,7 @@ class EngineCore:
         """Stop executing (in-flight calls get ``grace`` to finish) and close the database."""
         if self._db is None:
             return
+        self._require_own_loop("stop")
         if self._executor is not None:
             await self._executor.stop(grace.total_seconds())
         await _cancel_all(self._tasks)

@@ -44,7 +44,11 @@ class ClientLink:
                     "a *_sync call was made on the event loop's own thread, where it would wait for "
                     "itself forever: await the async method instead"
                 )
-        return threadsafe.wait_on(loop, call)
+        if self._engine.forked:
+            call.close()
+            raise errors.ConfigurationError(core.FORKED)
+        with self._answering():
+            return threadsafe.wait_on(loop, call)
 
     @contextlib.contextmanager
     def _answering(self) -> Iterator[None]:

@@ -292,8 +292,14 @@ class TaskClient:
         """``stream`` for web routes: also None whenever about 15 s pass without a change, so
         that the route writes a keep-alive (proxies cut quiet connections)."""
         _check_after_version(after_version)
-        backend = self._backend()
-        async for body in backend.stream_task(ids.canonical(task_id), after_version=after_version, ticks=True):
+        backend, task_id = self._backend(), ids.canonical(task_id)
+        try:
+            bodies = backend.stream_task(task_id, after_version=after_version, ticks=True)
+        except TypeError:  # a backend written before ticks (and maybe after_version): no keep-alives
+            async for task in self.stream(task_id, after_version=after_version):
+                yield task
+            return
+        async for body in bodies:
             yield None if body is None else Task.from_wire(body)
 
     def stream_sync(self, task_id: str, *, after_version: int | None = None) -> Generator[Task, None, None]:

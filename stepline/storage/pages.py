@@ -57,6 +57,8 @@ def task_page(
         "upper": records.IdRange.page(cursor).upper,
         "limit": limit,
     }
+    if owner is None and kind is not None:
+        return ("list_tasks_by_kind" if status is None else "list_tasks_by_kind_status"), params
     if owner is not None and status is not None:
         return "list_tasks_by_owner_status", params
     if owner is not None:

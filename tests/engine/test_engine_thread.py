@@ -5,9 +5,14 @@ works the same way for a synchronous app writing its tasks to PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +21,7 @@ import stepline
 import stepline.tasks
 from stepline import errors
 from stepline.engine import background_thread
+from stepline.storage import open_store
 
 TIMEOUT_S = 30.0
 
@@ -138,3 +144,114 @@ def test_stopping_the_engine_ends_the_streams_the_app_still_follows(database_url
     assert not follower.is_alive(), "the stream still waits on a stopped engine"
     assert len(ended) == 1
     assert isinstance(ended[0], errors.StorageError)
+
+
+async def test_an_engine_running_in_a_thread_refuses_to_be_started_or_stopped_from_another_loop(
+    database_url: str,
+) -> None:
+    client, tailor = tailor_app()
+    engine = stepline.Engine(client, [tailor], database_url)
+    await asyncio.to_thread(engine.start_in_thread)
+    try:
+        with pytest.raises(errors.ConfigurationError, match="stop_in_thread"):
+            await engine.stop()
+        with pytest.raises(errors.ConfigurationError, match="another one"):
+            await engine.start()
+        task = await asyncio.to_thread(
+            client.tasks.enqueue_sync, kind="k", owner="alice", event=stepline.Event("ai/tailor.resume", {"job_id": 1})
+        )
+        ended = await asyncio.to_thread(wait_until_ended, client, task.id)
+    finally:
+        await asyncio.to_thread(engine.stop_in_thread)
+    assert ended.status == "complete"  # still whole after the refusals
+
+
+def test_a_start_that_fails_after_the_database_opened_can_be_tried_again(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, tailor = tailor_app()
+    engine = stepline.Engine(client, [tailor], database_url)
+    registering = engine._register_crons
+    failures = iter([RuntimeError("cron registration failed once")])
+
+    async def fail_once() -> None:
+        for failure in failures:
+            raise failure
+        await registering()
+
+    monkeypatch.setattr(engine, "_register_crons", fail_once)
+    with pytest.raises(RuntimeError, match="failed once"):
+        engine.start_in_thread()
+    assert engine_threads() == []
+    with engine:
+        task = client.tasks.enqueue_sync(
+            kind="k", owner="alice", event=stepline.Event("ai/tailor.resume", {"job_id": 2})
+        )
+        assert wait_until_ended(client, task.id).status == "complete"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_is_told_to_start_its_own_engine_instead_of_hanging(tmp_path: Path) -> None:
+    client, tailor = tailor_app()
+    with stepline.Engine(client, [tailor], f"sqlite:///{tmp_path / 'stepline.db'}") as engine:
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child, which reports through its exit status
+            code = 3
+            try:
+                started = time.monotonic()
+                try:
+                    client.send_sync(stepline.Event("ai/tailor.resume", {"job_id": 3}))
+                except errors.ConfigurationError as exc:
+                    code = 0 if "fork" in str(exc) and time.monotonic() - started < 5 else 4
+                try:
+                    engine.start_in_thread()
+                    code = 5
+                except errors.ConfigurationError:
+                    pass
+            finally:
+                os._exit(code)  # never runs the parent's exit handlers, never closes its connections
+        _, status = os.waitpid(child, 0)
+        assert engine.loop is not None
+        assert engine.loop.is_running()  # the parent's engine is untouched
+
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+EXIT_SCRIPT = """
+import sys, time
+import stepline
+
+client = stepline.Stepline(app_id="exit-app")
+
+@client.function(id="work", trigger=stepline.on_event("exit/work"), retries=0)
+def work(ctx: stepline.ContextSync) -> str:
+    return ctx.step.run("sleep", lambda: time.sleep(float(ctx.event.data["s"])) or "done")
+
+engine = stepline.Engine(client, [work], sys.argv[1])
+engine.start_in_thread()
+client.send_sync(stepline.Event("exit/work", {"s": 0.5}))
+time.sleep(0.2)  # the slow run is in its step
+client.send_sync([stepline.Event("exit/work", {"s": 0}) for _ in range(3)])
+# the app returns without stopping the engine
+"""
+
+
+def test_an_engine_never_stopped_is_drained_at_exit_and_fails_nothing(database_url: str) -> None:
+    """Plain ``atexit`` handlers run after the interpreter shut its thread pools down: sync
+    functions dispatched in that window failed with 'cannot schedule new futures'."""
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, database_url], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+    async def statuses() -> list[str]:
+        db = await open_store(database_url)
+        try:
+            return [run.status.value for run in await db.list_runs(limit=50)]
+        finally:
+            await db.close()
+
+    found = asyncio.run(statuses())
+    assert len(found) == 4
+    assert "failed" not in found
+    assert "cannot schedule new futures" not in done.stderr

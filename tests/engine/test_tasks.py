@@ -1351,5 +1351,7 @@ async def test_a_task_backend_without_after_version_still_streams() -> None:
         task = await client.tasks.enqueue(kind="k", owner="u", event=stepline.Event("test/nothing"))
         client.attach_sender(None, _BackendOfAnOlderShape([task.to_wire()]))  # type: ignore[arg-type]
         streamed = [frame async for frame in client.tasks.stream(task.id)]
+        watched = [frame async for frame in client.tasks.watch(task.id)]  # what task_routes streams
 
     assert [frame.id for frame in streamed] == [task.id]
+    assert [frame.id for frame in watched if frame is not None] == [task.id]

@@ -487,6 +487,24 @@ WHERE owner = %(owner)s AND status = %(status)s AND id < %(upper)s AND (%(kind)s
 ORDER BY id DESC
 LIMIT %(limit)s;
 
+-- name: list_tasks_by_kind
+-- Without an owner, a kind's own index (tasks_by_kind) serves: SQLite cannot plan the generic
+-- queries' "kind IS NULL OR kind = ..." condition onto an index.
+SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
+       started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
+FROM tasks
+WHERE kind = %(kind)s AND id < %(upper)s
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: list_tasks_by_kind_status
+SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
+       started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
+FROM tasks
+WHERE kind = %(kind)s AND status = %(status)s AND id < %(upper)s
+ORDER BY id DESC
+LIMIT %(limit)s;
+
 -- name: list_tasks_by_status
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
        started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
