@@ -132,25 +132,23 @@ class HttpTaskBackend:
     def _client_sync(self) -> httpx.Client:
         with self._lock:
             if self._sync_client is None:
-                self._sync_client = httpx.Client(
-                    base_url=self._settings.base_url,
-                    headers=self._headers(),
-                    timeout=TIMEOUT_S,
-                    verify=http_sender._shared_ssl_context(),
-                )
+                self._sync_client = self._new_client_sync(httpx.Timeout(TIMEOUT_S), httpx.Limits())
             return self._sync_client
 
     def _stream_client_sync(self) -> httpx.Client:
         with self._lock:
             if self._sync_stream_client is None:
-                self._sync_stream_client = httpx.Client(
-                    base_url=self._settings.base_url,
-                    headers=self._headers(),
-                    timeout=_STREAM_TIMEOUT,
-                    limits=_STREAM_LIMITS,
-                    verify=http_sender._shared_ssl_context(),
-                )
+                self._sync_stream_client = self._new_client_sync(_STREAM_TIMEOUT, _STREAM_LIMITS)
             return self._sync_stream_client
+
+    def _new_client_sync(self, timeout: httpx.Timeout, limits: httpx.Limits) -> httpx.Client:
+        return httpx.Client(
+            base_url=self._settings.base_url,
+            headers=self._headers(),
+            timeout=timeout,
+            limits=limits,
+            verify=http_sender._shared_ssl_context(),
+        )
 
     # the TaskBackend verbs
     async def enqueue_task(self, body: dict[str, Any]) -> dict[str, Any]:
