@@ -42,10 +42,6 @@ class EngineThread:
         self._lock = threading.Lock()
 
     @property
-    def running(self) -> bool:
-        return self._thread is not None
-
-    @property
     def forked(self) -> bool:
         """Whether this is a child process holding a copy of an engine its parent started (the
         thread did not survive the fork)."""

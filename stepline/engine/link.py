@@ -114,12 +114,6 @@ class ClientLink:
     async def stream_task(
         self, task_id: str, after_version: int | None = None, *, ticks: bool = False
     ) -> AsyncGenerator[dict[str, Any] | None, None]:
-        async for change in self._changes(task_id, after_version, ticks=ticks):
-            yield change
-
-    async def _changes(
-        self, task_id: str, after_version: int | None, *, ticks: bool
-    ) -> AsyncGenerator[dict[str, Any] | None, None]:
         """The stream's task bodies; with ``ticks``, None whenever ``sse.KEEPALIVE_S`` pass
         without one (a web route then writes a keep-alive)."""
         task = await self._engine.require_task(task_id)
@@ -137,7 +131,7 @@ class ClientLink:
     ) -> Iterator[dict[str, Any] | None]:
         """``stream_task`` from a worker thread: each change is read on the engine's loop. Closing
         this generator early (a browser went away) closes the stream there too."""
-        changes = self._changes(task_id, after_version, ticks=ticks)
+        changes = self.stream_task(task_id, after_version, ticks=ticks)
 
         async def following() -> dict[str, Any] | _End | None:
             return await anext(changes, _END)

@@ -89,6 +89,13 @@ def read_frames_sync(lines: Iterable[str], *, comments: bool = False) -> Iterato
         yield found
 
 
+def has_the_end(seen: int | None, version: int, terminal: bool) -> bool:
+    """Whether a client that has seen version ``seen`` of a task (its ``Last-Event-ID``) already
+    has the final state: its stream is then answered 204, the one answer that stops a browser's
+    ``EventSource`` reconnecting."""
+    return terminal and seen == version
+
+
 def last_event_version(header: str | None) -> int | None:
     """The task version a ``Last-Event-ID`` header names (None without one); ``ValueError`` if it
     is not one. Frames' ids are versions, so that is what a reconnecting client sends back."""

@@ -63,9 +63,8 @@ def stream_frame(task: tasks_.Task) -> bytes:
 
 
 def saw_the_end(task: tasks_.Task, seen: int | None) -> bool:
-    """Whether a client that has seen version ``seen`` already has the task's final state: its
-    stream is then answered 204, which stops a browser's ``EventSource`` reconnecting."""
-    return seen == task.version and task.is_terminal
+    """``sse.has_the_end`` for an SDK ``Task``."""
+    return sse.has_the_end(seen, task.version, task.is_terminal)
 
 
 def route_path(prefix: str, tail: str) -> str:

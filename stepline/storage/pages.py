@@ -48,8 +48,8 @@ def event_page(name: str | None, cursor: str | None, limit: int) -> tuple[str, P
 def task_page(
     owner: str | None, status: records.TaskStatus | None, cursor: str | None, limit: int, kind: str | None = None
 ) -> tuple[str, Params]:
-    """The query serving this filter combination of ``list_tasks`` (each reads one index; a
-    ``kind`` is one more condition on it, or the kind's own index when there is no owner)."""
+    """The query serving this filter combination of ``list_tasks`` (each reads one index; with an
+    owner, a ``kind`` is one more condition on the owner's few rows)."""
     params: Params = {
         "owner": owner,
         "status": None if status is None else status.value,

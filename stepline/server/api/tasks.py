@@ -111,7 +111,7 @@ async def list_tasks(request: lane.Request) -> lane.Reply:
         status=_status(query.get("status")),
         cursor=runs_api.parse_cursor(query.get("cursor")),
         limit=runs_api.parse_limit(query.get("limit")),
-        kind=_kind(query.get("kind")),
+        kind=parse_kind(query.get("kind")),
     )
     return lane.Reply(200, page)
 
@@ -213,8 +213,7 @@ async def stream_task(task_id: str, request: Request, server: ClientServer) -> R
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     current = await server.require_task(task_id)
-    if seen == current.version and current.status.is_terminal:
-        # The client saw the end: 204 tells a browser's EventSource to stop reconnecting.
+    if sse.has_the_end(seen, current.version, current.status.is_terminal):
         return Response(status_code=204)
     frames = _frames(server, current, seen, request)
     return StreamingResponse(frames, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
@@ -243,7 +242,8 @@ async def _frames(
         yield sse.frame("task", tasks_.task_body(change), change.version)
 
 
-def _kind(raw: str | None) -> str | None:
+def parse_kind(raw: str | None) -> str | None:
+    """A ``kind`` filter (None when absent); ``ApiError`` 400 for one no task can have."""
     if not raw:
         return None
     if len(raw) > tasks_.MAX_KIND_LENGTH:

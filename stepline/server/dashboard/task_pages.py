@@ -13,9 +13,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from stepline import errors
-from stepline.engine.tasks import MAX_KIND_LENGTH
 from stepline.server import runtime as runtime_
 from stepline.server.api import runs as runs_api
+from stepline.server.api import tasks as tasks_api
 from stepline.server.dashboard import actions, live, pages, security, templating
 from stepline.server.errors import ApiError
 from stepline.storage import records
@@ -25,11 +25,9 @@ router = APIRouter(include_in_schema=False)
 
 def _filters(params: dict[str, str]) -> tuple[str | None, records.TaskStatus | None, str | None, str | None]:
     owner = params.get("owner") or None
-    kind = params.get("kind") or None
-    if kind is not None and len(kind) > MAX_KIND_LENGTH:
-        raise pages.PageError(400, f"kind must be a task kind, at most {MAX_KIND_LENGTH} characters")
     raw_status = params.get("status") or None
     try:
+        kind = tasks_api.parse_kind(params.get("kind"))
         status = records.TaskStatus(raw_status) if raw_status else None
         cursor = runs_api.parse_cursor(params.get("cursor"))
     except ValueError:

@@ -467,7 +467,7 @@ SELECT min(pending_deadline) AS deadline FROM tasks WHERE status = 'pending';
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
        started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
 FROM tasks
-WHERE id < %(upper)s AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+WHERE id < %(upper)s
 ORDER BY id DESC
 LIMIT %(limit)s;
 
@@ -488,8 +488,8 @@ ORDER BY id DESC
 LIMIT %(limit)s;
 
 -- name: list_tasks_by_kind
--- Without an owner, a kind's own index (tasks_by_kind) serves: SQLite cannot plan the generic
--- queries' "kind IS NULL OR kind = ..." condition onto an index.
+-- Without an owner, a kind's own index (tasks_by_kind) serves. With one, the owner's queries
+-- check the kind on the owner's rows ("kind IS NULL OR ...", which no index serves).
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
        started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
 FROM tasks
@@ -509,7 +509,7 @@ LIMIT %(limit)s;
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
        started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
 FROM tasks
-WHERE status = %(status)s AND id < %(upper)s AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+WHERE status = %(status)s AND id < %(upper)s
 ORDER BY id DESC
 LIMIT %(limit)s;
 

@@ -421,7 +421,7 @@ SELECT min(pending_deadline) FROM tasks WHERE status = 'pending';
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
        started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
 FROM tasks
-WHERE id < :upper AND (:kind IS NULL OR kind = :kind)
+WHERE id < :upper
 ORDER BY id DESC
 LIMIT :limit;
 
@@ -442,8 +442,8 @@ ORDER BY id DESC
 LIMIT :limit;
 
 -- name: list_tasks_by_kind
--- Without an owner, a kind's own index (tasks_by_kind) serves: SQLite cannot plan the generic
--- queries' "kind IS NULL OR kind = ..." condition onto an index.
+-- Without an owner, a kind's own index (tasks_by_kind) serves. With one, the owner's queries
+-- check the kind on the owner's rows ("kind IS NULL OR ...", which no index serves).
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
        started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
 FROM tasks
@@ -463,7 +463,7 @@ LIMIT :limit;
 SELECT id, kind, owner, status, event_id, run_id, progress, message, result, error, created_at, updated_at,
        started_at, ended_at, pending_deadline, pending_timeout_ms, quota_feature, refund_on_failure, version
 FROM tasks
-WHERE status = :status AND id < :upper AND (:kind IS NULL OR kind = :kind)
+WHERE status = :status AND id < :upper
 ORDER BY id DESC
 LIMIT :limit;
 
