@@ -21,7 +21,7 @@ twin of ``stepline.fastapi.task_routes``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from typing import Any
 
 from django import http, urls
@@ -132,16 +132,10 @@ def _response(request: http.HttpRequest, answer: task_views.Answer) -> http.Http
     return response
 
 
-async def _each_in_a_thread(frames: Iterator[bytes]) -> AsyncIterator[bytes]:
+async def _each_in_a_thread(frames: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
     """``frames`` for Django under ASGI: each ``next`` blocks, so it runs in a worker thread."""
     try:
         while (frame := await asyncio.to_thread(next, frames, None)) is not None:
             yield frame
     finally:
-        await asyncio.to_thread(_close, frames)
-
-
-def _close(frames: Iterator[bytes]) -> None:
-    close = getattr(frames, "close", None)
-    if close is not None:
-        close()
+        await asyncio.to_thread(frames.close)

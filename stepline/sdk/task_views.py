@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 from stepline import errors
@@ -81,7 +81,7 @@ class Answer:
     status: int
     body: dict[str, Any] | None = None
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    frames: Iterator[bytes] | None = None
+    frames: Generator[bytes, None, None] | None = None
 
     @property
     def content(self) -> bytes:
@@ -129,7 +129,7 @@ class SyncTaskViews:
             task_id, caller, lambda task: Answer(200, self._client.tasks.cancel_sync(task.id).to_wire())
         )
 
-    def _frames(self, task_id: str, seen: int | None) -> Iterator[bytes]:
+    def _frames(self, task_id: str, seen: int | None) -> Generator[bytes, None, None]:
         changes = self._client.tasks.watch_sync(task_id, after_version=seen)
         try:
             for change in changes:
