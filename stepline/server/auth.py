@@ -49,11 +49,22 @@ def dashboard_token_matches(expected: str | None, given: str) -> bool:
     return bool(expected) and bool(given) and hmac.compare_digest(given.encode(), str(expected).encode())
 
 
+def event_key_matches(given: str, keys: tuple[str, ...]) -> bool:
+    """Whether ``given`` is one of ``keys``, in time that does not depend on how much of a key
+    it matches (``in`` would stop at the first differing character, telling an attacker how far
+    a guess got)."""
+    presented = given.encode()
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(presented, key.encode())
+    return found
+
+
 def check_event_key(runtime: runtime_.ServerRuntime, key: str) -> None:
     settings = runtime.settings
     if settings.dev and not settings.event_keys:
         return
-    if key not in settings.event_keys:
+    if not event_key_matches(key, settings.event_keys):
         raise ApiError(401, "Event key not found")
 
 
@@ -82,7 +93,9 @@ def check_client_key(runtime: runtime_.ServerRuntime, authorization: str) -> Non
             "'Authorization: Bearer <dashboard token>' (start it with --dashboard-token), or give it an event key",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not bearer or (bearer not in settings.event_keys and not signing.bearer_matches(bearer, settings.signing_keys)):
+    if not bearer or (
+        not event_key_matches(bearer, settings.event_keys) and not signing.bearer_matches(bearer, settings.signing_keys)
+    ):
         raise ApiError(
             401,
             "missing or wrong bearer token: send 'Authorization: Bearer <event key>' (or the signing key)",

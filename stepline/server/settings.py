@@ -16,6 +16,11 @@ from stepline.protocol import signing
 DEFAULT_PORT = 8288
 DEFAULT_DEV_DATABASE_URL = "sqlite:///.stepline/dev.db"
 MIN_DASHBOARD_TOKEN = 16
+MIN_EVENT_KEY = 16
+"""Shortest event key a production server takes: anyone holding one may start work (and tracked
+tasks, within quotas), so it must not be guessable. ``stepline keys generate`` makes 64 hex digits."""
+PLACEHOLDER_EVENT_KEY = "NO_EVENT_KEY_SET"
+"""What the SDKs (ours and Inngest's) send when no event key is configured: never a real key."""
 DEFAULT_RETENTION = retention_.DEFAULT
 
 
@@ -72,15 +77,7 @@ class ServerSettings:
         if self.signing_key_fallback is not None:
             signing.validate_signing_key(self.signing_key_fallback)
         if not self.dev:
-            if not self.signing_key:
-                raise errors.ConfigurationError(
-                    "production mode needs a signing key: pass --signing-key or set STEPLINE_SIGNING_KEY "
-                    "(create one with 'stepline keys generate')"
-                )
-            if not self.event_keys:
-                raise errors.ConfigurationError(
-                    "production mode needs at least one event key: pass --event-key or set STEPLINE_EVENT_KEY"
-                )
+            self._check_production_keys()
         if not 1 <= self.port <= 65535:
             raise errors.ConfigurationError(f"port must be from 1 to 65535 (got {self.port})")
         if self.concurrency < 1:
@@ -96,6 +93,19 @@ class ServerSettings:
                 f"the dashboard token must be at least {MIN_DASHBOARD_TOKEN} characters "
                 "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
+
+    def _check_production_keys(self) -> None:
+        if not self.signing_key:
+            raise errors.ConfigurationError(
+                "production mode needs a signing key: pass --signing-key or set STEPLINE_SIGNING_KEY "
+                "(create one with 'stepline keys generate')"
+            )
+        if not self.event_keys:
+            raise errors.ConfigurationError(
+                "production mode needs at least one event key: pass --event-key or set STEPLINE_EVENT_KEY"
+            )
+        for key in self.event_keys:
+            _check_event_key(key)
 
     @property
     def signing_keys(self) -> list[str]:
@@ -115,6 +125,19 @@ class ServerSettings:
         """Bound to a non-loopback address without a dashboard token: the dashboard is not served,
         and ``/v1`` answers only callers presenting a credential."""
         return not self.is_local_only and not self.dashboard_token
+
+
+def _check_event_key(key: str) -> None:
+    """A production event key: long enough not to be guessed, and not the SDKs' placeholder."""
+    make_one = "(make one with 'stepline keys generate')"
+    if key == PLACEHOLDER_EVENT_KEY:
+        raise errors.ConfigurationError(
+            f"{PLACEHOLDER_EVENT_KEY} is what SDKs send when they have no event key, not a key {make_one}"
+        )
+    if len(key) < MIN_EVENT_KEY:
+        raise errors.ConfigurationError(
+            f"event keys must be at least {MIN_EVENT_KEY} characters in production (one is {len(key)}) {make_one}"
+        )
 
 
 def parse_retention(text: str) -> datetime.timedelta | None:

@@ -131,7 +131,34 @@ def test_start_takes_a_key_of_16_bytes(tmp_path: Path) -> None:
         port = str(taken.getsockname()[1])
         key = "ab" * 16
         args = ["start", "--port", port, "--database-url", f"sqlite:///{tmp_path}/s.db", "--signing-key", key]
-        result = support.run(*args, "--event-key", "k")
+        result = support.run(*args, "--event-key", "k" * 16)  # the shortest event key taken, too
+
+    assert support.one_line_error(result, 1).startswith(f"Error: cannot listen on 127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("k", "event keys must be at least 16 characters in production (one is 1)"),
+        ("k" * 15, "event keys must be at least 16 characters in production (one is 15)"),
+        ("NO_EVENT_KEY_SET", "NO_EVENT_KEY_SET is what SDKs send when they have no event key, not a key"),
+    ],
+)
+def test_start_refuses_a_guessable_event_key(tmp_path: Path, key: str, reason: str) -> None:
+    args = server_args("start", f"sqlite:///{tmp_path}/s.db", "--event-key", key)
+
+    line = support.one_line_error(support.run(*args), 2)
+
+    assert line == f"Error: {reason} (make one with 'stepline keys generate')"
+    assert not (tmp_path / "s.db").exists(), "nothing is created before the keys are checked"
+
+
+def test_a_dev_server_takes_a_short_event_key(tmp_path: Path) -> None:
+    with socket.socket() as taken:  # a port in use stops the command just after the settings checks
+        taken.bind((harness.HOST, 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = support.run("dev", "--port", port, "--database-url", f"sqlite:///{tmp_path}/s.db", "--event-key", "k")
 
     assert support.one_line_error(result, 1).startswith(f"Error: cannot listen on 127.0.0.1:{port}")
 

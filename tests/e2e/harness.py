@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 SIGNING_KEY = "signkey-prod-" + "5eed" * 16
 WRONG_SIGNING_KEY = "signkey-prod-" + "bad0" * 16
-EVENT_KEY = "e2e-event-key"
+EVENT_KEY = "e2e-event-key-for-tests"
 ENDED = frozenset({"completed", "failed", "cancelled", "skipped"})
 
 T = TypeVar("T")

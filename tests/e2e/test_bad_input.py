@@ -417,7 +417,9 @@ def test_start_without_keys_fails_in_one_line(tmp_path: Path) -> None:
         run_cli("start", "--port", port, "--database-url", url, "--signing-key", harness.SIGNING_KEY), "event key"
     )
     assert_one_line_failure(
-        run_cli("start", "--port", port, "--database-url", url, "--signing-key", "not-hex", "--event-key", "k"),
+        run_cli(
+            "start", "--port", port, "--database-url", url, "--signing-key", "not-hex", "--event-key", harness.EVENT_KEY
+        ),
         "signing key",
     )
     # Keys from the environment count too.
@@ -427,7 +429,7 @@ def test_start_without_keys_fails_in_one_line(tmp_path: Path) -> None:
 
 
 def test_start_without_a_database_fails_without_a_traceback() -> None:
-    result = run_cli("start", "--signing-key", harness.SIGNING_KEY, "--event-key", "k")
+    result = run_cli("start", "--signing-key", harness.SIGNING_KEY, "--event-key", harness.EVENT_KEY)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "--database-url" in result.stderr
@@ -436,7 +438,7 @@ def test_start_without_a_database_fails_without_a_traceback() -> None:
 @pytest.mark.parametrize("command", ["dev", "start"])
 def test_unreachable_database_fails_in_one_line(command: str) -> None:
     port = str(harness.free_port())
-    keys = ["--signing-key", harness.SIGNING_KEY, "--event-key", "k"] if command == "start" else []
+    keys = ["--signing-key", harness.SIGNING_KEY, "--event-key", harness.EVENT_KEY] if command == "start" else []
     dead = f"postgresql://postgres@127.0.0.1:{harness.free_port()}/nothing?connect_timeout=3"
     line = assert_one_line_failure(run_cli(command, "--port", port, "--database-url", dead, *keys))
     assert line.startswith("Error:"), line

@@ -94,22 +94,26 @@ async def test_the_openapi_document_describes_the_lane_routes(server: support.Se
 
 
 async def test_lane_routes_ask_for_credentials_like_the_others(database_url: str) -> None:
-    settings = settings_.ServerSettings(
-        dev=False, database_url=database_url, signing_key="a" * 64, event_keys=("the-event-key",)
-    )
+    keys = ("the-event-key-of-this-test", "the-second-event-key")
+    settings = settings_.ServerSettings(dev=False, database_url=database_url, signing_key="a" * 64, event_keys=keys)
     async with support.serve(settings) as server:
         refused = await server.client.post("/v1/tasks", json=task_body())
         listed = await server.client.get("/v1/tasks", headers={"Authorization": "Bearer wrong"})
-        wrong_key = await server.client.post("/e/not-the-key", json={"name": "shop/x"})
+        wrong_keys = [
+            await server.client.post(f"/e/{key}", json={"name": "shop/x"})
+            for key in ("not-the-key", keys[0][:-1], keys[0] + "x", "the-event-key-of-this-tést")
+        ]
         accepted = await server.client.post(
-            "/v1/tasks", json=task_body(), headers={"Authorization": "Bearer the-event-key"}
+            "/v1/tasks", json=task_body(), headers={"Authorization": "Bearer the-event-key-of-this-test"}
         )
+        sent_with_either_key = [await server.client.post(f"/e/{key}", json={"name": "shop/x"}) for key in keys]
 
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"] == "Bearer"
     assert listed.status_code == 401
-    assert wrong_key.status_code == 401
+    assert [reply.status_code for reply in wrong_keys] == [401] * 4
     assert accepted.status_code == 202, accepted.text
+    assert [reply.status_code for reply in sent_with_either_key] == [200, 200]
 
 
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
@@ -138,7 +142,7 @@ async def test_json_with_a_charset_or_a_json_suffix_is_accepted(server: support.
 async def test_the_credential_is_checked_before_the_body_is_read(database_url: str) -> None:
     """A caller without the event key gets 401 before the server reads (and holds) its body."""
     settings = settings_.ServerSettings(
-        dev=False, database_url=database_url, signing_key="a" * 64, event_keys=("the-event-key",)
+        dev=False, database_url=database_url, signing_key="a" * 64, event_keys=("the-event-key-of-this-test",)
     )
     read: list[int] = []
 

@@ -33,7 +33,7 @@ async def guarded(database_url: str) -> AsyncIterator[support.Server]:
         database_url=database_url,
         host="0.0.0.0",
         signing_key=SIGNING_KEY,
-        event_keys=("ek",),
+        event_keys=("an-event-key-for-tests",),
         dashboard_token=TOKEN,
     )
     async with support.serve(settings) as running:
