@@ -235,14 +235,27 @@ class EngineCore:
         if self._db is None:
             return
         self._require_own_loop("stop")
-        if self._executor is not None:
-            await self._executor.stop(grace.total_seconds())
-        await _cancel_all(self._tasks)
-        self._tasks = []
-        await self._on_close()
-        await self._db.close()
-        self._db = None
-        self._retention = None
+        db, background = self._db, self._tasks
+        try:
+            if self._executor is not None:
+                await self._executor.stop(grace.total_seconds())
+            await _cancel_all(background)
+        finally:
+            # However the stop ends (a caller's timeout cancelling it during the grace, an error),
+            # the engine is stopped from here on: nothing is left running on a closed store, the
+            # client is detached, and the engine can start again.
+            self._db, self._tasks, self._retention = None, [], None
+            leftovers = [task for task in background if not task.done()]
+            if self._executor is not None:
+                leftovers += self._executor.abandon()
+            for task in leftovers:
+                task.cancel()
+            if leftovers:
+                await asyncio.wait(leftovers, timeout=1.0)
+            try:
+                await self._on_close()
+            finally:
+                await db.close()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:

@@ -94,6 +94,15 @@ class Executor:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
+    def abandon(self) -> list[asyncio.Task[None]]:
+        """Cancel the calls still in flight, without waiting (a stop that was itself cancelled
+        before its grace ran out); returns them, for the caller to wait on if it can."""
+        self._stopping = True
+        abandoned = [task for _, task in self._inflight.values() if not task.done()]
+        for task in abandoned:
+            task.cancel()
+        return abandoned
+
     # burst mode
     async def run_until_idle(self) -> int:
         """Process ready items until none is ready and none is in flight; returns how many ran."""
