@@ -134,23 +134,36 @@ class Lane:
             if root and path.startswith(root):
                 path = path[len(root) :]
             if path.startswith("/") and not path.endswith("/"):
-                segments = path[1:].split("/")
                 method = "GET" if scope["method"] == "HEAD" else scope["method"]  # uvicorn drops HEAD bodies
-                allowed: list[str] = []
-                for route in self._routes.get(len(segments), ()):
-                    params = route.match(segments)
-                    if params is None:
-                        continue
-                    if route.method == method:
-                        await self._serve(route, params, scope, receive, send)
-                        return
-                    allowed.append(route.method)
+                found, allowed = self._find(path, method)
+                if found is not None:
+                    await self._serve(*found, scope, receive, send)
+                    return
                 if allowed:
                     await _answer(
                         send, Reply(405, {"error": "Method Not Allowed", "status": 405}, {"Allow": ", ".join(allowed)})
                     )
                     return
+            elif len(path) > 1 and path.startswith("/") and path.rstrip("/") and self._find(path.rstrip("/"), "")[1]:
+                # As FastAPI answers for its own routes (Starlette's redirect_slashes): the same
+                # path without its trailing slash, same method and body (307), not a bare 404.
+                await _answer(send, _without_slash(scope, root, path))
+                return
         await self.app(scope, receive, send)
+
+    def _find(self, path: str, method: str) -> tuple[tuple[Route, dict[str, str]] | None, list[str]]:
+        """The route serving ``method`` on ``path`` with its parameters, if any, and the methods
+        the lane serves on that path."""
+        segments = path[1:].split("/")
+        allowed: list[str] = []
+        for route in self._routes.get(len(segments), ()):
+            params = route.match(segments)
+            if params is None:
+                continue
+            if route.method == method:
+                return (route, params), allowed
+            allowed.append(route.method)
+        return None, allowed
 
     async def _serve(self, route: Route, params: dict[str, str], scope: Scope, receive: Receive, send: Send) -> None:
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
@@ -169,6 +182,14 @@ class Lane:
             answer = errors_.answer_for(exc)
             reply = Reply(answer.status, answer.body, answer.headers)
         await _answer(send, reply, with_body=scope["method"] != "HEAD")
+
+
+def _without_slash(scope: Scope, root: str, path: str) -> Reply:
+    raw: bytes | None = scope.get("raw_path")  # as sent: an id holding %2F stays one segment
+    location = raw.decode("latin-1").rstrip("/") if raw else urllib.parse.quote(root + path.rstrip("/"))
+    if scope["query_string"]:
+        location += "?" + scope["query_string"].decode("latin-1")
+    return Reply(307, {"status": 307, "location": location}, {"Location": location})
 
 
 def _require_json(content_type: str) -> None:

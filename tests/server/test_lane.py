@@ -36,6 +36,40 @@ async def test_another_method_on_a_lane_path_is_405_naming_the_allowed_ones(
     assert reply.headers["allow"] == allowed
 
 
+@pytest.mark.parametrize(
+    ("method", "sent", "location"),
+    [
+        ("GET", "/v1/tasks/?owner=alice&limit=5", "/v1/tasks?owner=alice&limit=5"),
+        ("GET", "/v1/tasks/01J0000000000000000000000A/", "/v1/tasks/01J0000000000000000000000A"),
+        ("POST", "/e/some-key//", "/e/some-key"),
+        ("POST", "/e/k%C3%A9y/", "/e/k%C3%A9y"),
+        ("GET", "/v1/runs/", "/v1/runs"),  # a FastAPI route, for comparison
+    ],
+)
+async def test_a_trailing_slash_is_redirected_to_the_path_without_it(
+    server: support.Server, method: str, sent: str, location: str
+) -> None:
+    reply = await server.client.request(method, sent)
+
+    assert reply.status_code == 307, reply.text
+    assert reply.headers["location"].endswith(location)
+
+
+async def test_a_task_posted_with_a_trailing_slash_is_created_once_the_redirect_is_followed(
+    server: support.Server,
+) -> None:
+    reply = await server.client.post("/v1/tasks/", json=task_body(), follow_redirects=True)
+
+    assert reply.status_code == 202, reply.text
+    assert await written(server.runtime.store) == (1, 1, 0)  # a task and its event (no function listens)
+
+
+async def test_a_trailing_slash_on_a_path_the_lane_does_not_serve_is_still_404(server: support.Server) -> None:
+    reply = await server.client.get("/v1/nothing-here/")
+
+    assert reply.status_code == 404, reply.text
+
+
 async def test_a_body_over_the_limit_is_413_and_writes_nothing(server: support.Server) -> None:
     big = task_body()
     big["event"]["data"] = {"text": "x" * (1024 * 1024)}
