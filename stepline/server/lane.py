@@ -85,6 +85,9 @@ class Route:
     """The request body's model: the body must be sent as JSON (415 otherwise, so that a web page
     cannot post one cross-site without a preflight), and the OpenAPI document shows it. Handlers
     parse it themselves (``Request.parse``)."""
+    documented_body: Mapping[str, Any] | None = None
+    """For a route without ``body`` that parses its body itself and takes it with any content
+    type (``/e``, as Inngest's SDKs send it): the body's JSON schema, for the OpenAPI document."""
     query: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Query parameters and what each means, for the OpenAPI document."""
     max_body: int = DEFAULT_MAX_BODY
@@ -280,5 +283,10 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
         operation["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}}},
+        }
+    elif route.documented_body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": route.documented_body}},
         }
     return operation

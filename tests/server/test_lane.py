@@ -124,6 +124,13 @@ async def test_the_openapi_document_describes_the_lane_routes(server: support.Se
     assert {param["name"] for param in listing["parameters"]} == {"owner", "status", "kind", "cursor", "limit"}
     assert [param["name"] for param in document["paths"]["/v1/tasks/{task_id}"]["get"]["parameters"]] == ["task_id"]
     assert document["paths"]["/e/{event_key}"]["post"]["summary"] == "Send events"
+    ingest_body = document["paths"]["/e/{event_key}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    one_event, many = ingest_body["oneOf"]
+    assert one_event["required"] == ["name"]
+    assert {"name", "data", "id", "ts", "user", "v"} == set(one_event["properties"])
+    assert many["items"] == one_event
+    sync_body = document["paths"]["/fn/register"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert sync_body["required"] == ["appName", "url", "functions"]
     json.dumps(document)  # one document, all of it JSON
 
 

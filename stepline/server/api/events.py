@@ -48,6 +48,26 @@ def derive_ids(seed: str | None, count: int) -> list[str] | None:
     ]
 
 
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Event",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS, "description": "Not 'inngest/...'."},
+        "data": {"type": "object", "description": "What the functions it triggers read as event.data."},
+        "id": {
+            "type": "string",
+            "maxLength": MAX_ID_CHARS,
+            "description": "Idempotency id: another event with this id within 24 hours is stored but starts no runs.",
+        },
+        "ts": {"type": "integer", "minimum": MIN_TS, "maximum": MAX_TS, "description": "Epoch milliseconds."},
+        "user": {"type": "object"},
+        "v": {"type": "string", "description": "A version of the event's schema, kept as sent."},
+    },
+}
+"""What ``validate_event`` takes, for the OpenAPI document (its checks say more: sizes, JSON)."""
+
+
 def validate_event(raw: object, index: int) -> dict[str, Any]:
     """An event from a client, checked and normalised; ``ApiError`` (400 or 413) saying what is wrong."""
     where = f"event {index}"
@@ -137,6 +157,7 @@ LANE = (
             503: "The database is unavailable: nothing was stored.",
         },
         check=_event_key,
+        documented_body={"oneOf": [EVENT_SCHEMA, {"type": "array", "items": EVENT_SCHEMA, "maxItems": MAX_BATCH}]},
         max_body=MAX_BODY_BYTES,
         tag="events",
     ),

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from stepline.protocol import jsonvalue
 from stepline.server import auth
 from stepline.server.errors import ApiError
+from stepline.server.sync import MAX_FUNCTIONS
 
 router = APIRouter()
 
@@ -17,7 +18,35 @@ MAX_SYNC_BODY_BYTES = 16 * 1024 * 1024
 """Room for the most functions a sync may hold (1,000), each with a generous configuration."""
 
 
-@router.post("/fn/register")
+SYNC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "AppSync",
+    "required": ["appName", "url", "functions"],
+    "properties": {
+        "appName": {"type": "string", "minLength": 1, "description": "Keys may be in any casing (appname, app_name)."},
+        "url": {"type": "string", "description": "The app's http(s) serve URL."},
+        "functions": {
+            "type": "array",
+            "maxItems": MAX_FUNCTIONS,
+            "items": {
+                "type": "object",
+                "required": ["id", "triggers", "steps"],
+                "description": "A function configuration as the Inngest SDKs send it (docs/reference/http-api.md).",
+            },
+        },
+        "framework": {"type": "string"},
+        "sdk": {"type": "string"},
+    },
+}
+"""What ``Syncer.register`` takes, for the OpenAPI document (the route reads its body itself, to
+refuse one over 16 MiB before it is all read)."""
+
+
+@router.post(
+    "/fn/register",
+    summary="Sync an app's functions",
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": SYNC_SCHEMA}}}},
+)
 async def register(request: Request, server: auth.ApiServer) -> dict[str, Any]:
     try:
         payload = jsonvalue.loads(await _body(request))
