@@ -147,10 +147,10 @@ class Lane:
                         send, Reply(405, {"error": "Method Not Allowed", "status": 405}, {"Allow": ", ".join(allowed)})
                     )
                     return
-            elif len(path) > 1 and path.startswith("/") and path.rstrip("/") and self._find(path.rstrip("/"), "")[1]:
+            elif path.startswith("/") and path.rstrip("/") and self._find(path.rstrip("/"), "")[1]:
                 # As FastAPI answers for its own routes (Starlette's redirect_slashes): the same
                 # path without its trailing slash, same method and body (307), not a bare 404.
-                await _answer(send, _without_slash(scope, root, path))
+                await _answer(send, _without_slash(scope, root, path), with_body=scope["method"] != "HEAD")
                 return
         await self.app(scope, receive, send)
 
@@ -188,7 +188,7 @@ class Lane:
 
 
 def _without_slash(scope: Scope, root: str, path: str) -> Reply:
-    raw: bytes | None = scope.get("raw_path")  # as sent: an id holding %2F stays one segment
+    raw: bytes | None = scope.get("raw_path")  # as sent, percent-escapes and all
     location = raw.decode("latin-1").rstrip("/") if raw else urllib.parse.quote(root + path.rstrip("/"))
     if scope["query_string"]:
         location += "?" + scope["query_string"].decode("latin-1")
