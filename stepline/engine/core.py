@@ -98,6 +98,11 @@ class EngineCore:
         self._retention: retention_.Retention | None = None
         self._ingestor = ingest.Ingestor(self.registry)
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        """A stop is under way (from its start until the database is closed)."""
+        self._closing: asyncio.Task[None] | None = None
+        """The end of a stop, while it runs: a task of its own, so that no cancellation of the
+        caller cuts it short, and ``start`` waits for it before opening the database again."""
         self._run_ended = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._own_thread = background_thread.EngineThread(self.start, self.stop)
@@ -173,6 +178,11 @@ class EngineCore:
 
     async def start(self) -> None:
         """Open the database, register functions and (unless ``background=False``) start executing."""
+        closing = self._closing
+        if closing is not None and closing.get_loop() is asyncio.get_running_loop():
+            await asyncio.shield(closing)  # a stop still closing (its caller stopped waiting): let it end
+        if self._stopping:
+            raise errors.ConfigurationError("the engine is stopping: start it again once stop() has returned")
         if self._db is not None:
             self._require_own_loop("start")
             return
@@ -232,19 +242,28 @@ class EngineCore:
 
     async def stop(self, grace: timedelta = timedelta(seconds=10)) -> None:
         """Stop executing (in-flight calls get ``grace`` to finish) and close the database."""
+        if self._closing is not None:  # another stop is closing the engine (or its caller gave up)
+            await asyncio.shield(self._closing)
+            return
         if self._db is None:
             return
         self._require_own_loop("stop")
-        db, background = self._db, self._tasks
+        self._stopping = True
+        background = self._tasks
         try:
             if self._executor is not None:
                 await self._executor.stop(grace.total_seconds())
             await _cancel_all(background)
         finally:
             # However the stop ends (a caller's timeout cancelling it during the grace, an error),
-            # the engine is stopped from here on: nothing is left running on a closed store, the
-            # client is detached, and the engine can start again.
-            self._db, self._tasks, self._retention = None, [], None
+            # the engine closes: nothing is left running on a closed store, the client is
+            # detached, and the engine can start again. In a task of its own, which a caller
+            # cancelled again (anyio's cancel scopes cancel at every await) cannot cut short.
+            self._closing = asyncio.get_running_loop().create_task(self._close(background))
+            await asyncio.shield(self._closing)
+
+    async def _close(self, background: list[asyncio.Task[None]]) -> None:
+        try:
             leftovers = [task for task in background if not task.done()]
             if self._executor is not None:
                 leftovers += self._executor.abandon()
@@ -255,7 +274,11 @@ class EngineCore:
             try:
                 await self._on_close()
             finally:
-                await db.close()
+                if self._db is not None:
+                    await self._db.close()
+        finally:
+            self._db, self._tasks, self._retention, self._closing = None, [], None, None
+            self._stopping = False
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
