@@ -46,18 +46,24 @@ async def require_api_key(request: Request) -> runtime_.ServerRuntime:
 
 def dashboard_token_matches(expected: str | None, given: str) -> bool:
     """Whether ``given`` is the dashboard token (compared in constant time)."""
-    return bool(expected) and bool(given) and hmac.compare_digest(given.encode(), str(expected).encode())
+    return bool(expected) and bool(given) and hmac.compare_digest(_bytes(given), _bytes(str(expected)))
 
 
 def event_key_matches(given: str, keys: tuple[str, ...]) -> bool:
     """Whether ``given`` is one of ``keys``, in time that does not depend on how much of a key
     it matches (``in`` would stop at the first differing character, telling an attacker how far
     a guess got)."""
-    presented = given.encode()
+    presented = _bytes(given)
     found = False
     for key in keys:
-        found |= hmac.compare_digest(presented, key.encode())
+        found |= hmac.compare_digest(presented, _bytes(key))
     return found
+
+
+def _bytes(secret: str) -> bytes:
+    """For ``hmac.compare_digest``: any string, lone surrogates included (a key read from an
+    environment variable holding bytes that are not UTF-8 has them)."""
+    return secret.encode("utf-8", "surrogatepass")
 
 
 def check_event_key(runtime: runtime_.ServerRuntime, key: str) -> None:

@@ -147,10 +147,11 @@ class Lane:
                         send, Reply(405, {"error": "Method Not Allowed", "status": 405}, {"Allow": ", ".join(allowed)})
                     )
                     return
-            elif path.startswith("/") and path.rstrip("/") and self._find(path.rstrip("/"), "")[1]:
+            elif (location := _without_slash(scope, root, path)) is not None and self._find(path.rstrip("/"), "")[1]:
                 # As FastAPI answers for its own routes (Starlette's redirect_slashes): the same
                 # path without its trailing slash, same method and body (307), not a bare 404.
-                await _answer(send, _without_slash(scope, root, path), with_body=scope["method"] != "HEAD")
+                reply = Reply(307, {"status": 307, "location": location}, {"Location": location})
+                await _answer(send, reply, with_body=scope["method"] != "HEAD")
                 return
         await self.app(scope, receive, send)
 
@@ -187,12 +188,22 @@ class Lane:
         await _answer(send, reply, with_body=scope["method"] != "HEAD")
 
 
-def _without_slash(scope: Scope, root: str, path: str) -> Reply:
-    raw: bytes | None = scope.get("raw_path")  # as sent, percent-escapes and all
-    location = raw.decode("latin-1").rstrip("/") if raw else urllib.parse.quote(root + path.rstrip("/"))
+def _without_slash(scope: Scope, root: str, path: str) -> str | None:
+    """Where a path ending with slashes points without them (query kept), or None when the path
+    does not end with one as sent: ``%2F`` decodes to a slash, but stripping it would change the
+    last segment, and the address as sent has none to strip (redirecting would loop)."""
+    if not path.startswith("/") or not path.rstrip("/"):
+        return None
+    raw: bytes | None = scope.get("raw_path")
+    sent = raw.decode("latin-1") if raw else urllib.parse.quote(root + path)
+    if not sent.endswith("/"):
+        return None
+    location = sent.rstrip("/")
+    if urllib.parse.unquote(location) != root + path.rstrip("/"):
+        return None  # an escaped slash among the trailing ones
     if scope["query_string"]:
         location += "?" + scope["query_string"].decode("latin-1")
-    return Reply(307, {"status": 307, "location": location}, {"Location": location})
+    return location
 
 
 def _require_json(content_type: str) -> None:

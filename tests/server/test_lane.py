@@ -64,6 +64,14 @@ async def test_a_task_posted_with_a_trailing_slash_is_created_once_the_redirect_
     assert await written(server.runtime.store) == (1, 1, 0)  # a task and its event (no function listens)
 
 
+@pytest.mark.parametrize("sent", ["/e/k%2F", "/e/k%2F/", "/v1/tasks/%2F", "/v1/tasks/abc%2F%2F"])
+async def test_an_escaped_slash_at_the_end_is_not_redirected_in_a_loop(server: support.Server, sent: str) -> None:
+    """``%2F`` decodes to a slash, but the address as sent has none to strip."""
+    reply = await server.client.post(sent, json={"name": "shop/x"}, follow_redirects=True)
+
+    assert reply.status_code == 404, reply.text
+
+
 async def test_a_trailing_slash_on_a_path_the_lane_does_not_serve_is_still_404(server: support.Server) -> None:
     reply = await server.client.get("/v1/nothing-here/")
 
@@ -130,7 +138,7 @@ async def test_the_openapi_document_describes_the_lane_routes(server: support.Se
     assert {"name", "data", "id", "ts", "user", "v"} == set(one_event["properties"])
     assert many["items"] == one_event
     sync_body = document["paths"]["/fn/register"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert sync_body["required"] == ["appName", "url", "functions"]
+    assert {"appName", "url", "functions"} <= set(sync_body["properties"])
     json.dumps(document)  # one document, all of it JSON
 
 

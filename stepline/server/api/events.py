@@ -54,14 +54,14 @@ EVENT_SCHEMA: dict[str, Any] = {
     "required": ["name"],
     "properties": {
         "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS, "description": "Not 'inngest/...'."},
-        "data": {"type": "object", "description": "What the functions it triggers read as event.data."},
+        "data": {"type": ["object", "null"], "description": "What the functions it triggers read as event.data."},
         "id": {
-            "type": "string",
+            "type": ["string", "null"],
             "maxLength": MAX_ID_CHARS,
             "description": "Idempotency id: another event with this id within 24 hours is stored but starts no runs.",
         },
         "ts": {"type": "integer", "minimum": MIN_TS, "maximum": MAX_TS, "description": "Epoch milliseconds."},
-        "user": {"type": "object"},
+        "user": {"type": ["object", "null"]},
         "v": {"type": "string", "description": "A version of the event's schema, kept as sent."},
     },
 }
@@ -157,7 +157,9 @@ LANE = (
             503: "The database is unavailable: nothing was stored.",
         },
         check=_event_key,
-        documented_body={"oneOf": [EVENT_SCHEMA, {"type": "array", "items": EVENT_SCHEMA, "maxItems": MAX_BATCH}]},
+        documented_body={
+            "oneOf": [EVENT_SCHEMA, {"type": "array", "items": EVENT_SCHEMA, "minItems": 1, "maxItems": MAX_BATCH}]
+        },
         max_body=MAX_BODY_BYTES,
         tag="events",
     ),

@@ -21,9 +21,9 @@ MAX_SYNC_BODY_BYTES = 16 * 1024 * 1024
 SYNC_SCHEMA: dict[str, Any] = {
     "type": "object",
     "title": "AppSync",
-    "required": ["appName", "url", "functions"],
+    "description": "Required: appName, url and functions. Keys may be in any casing (appName, appname, app_name).",
     "properties": {
-        "appName": {"type": "string", "minLength": 1, "description": "Keys may be in any casing (appname, app_name)."},
+        "appName": {"type": "string", "minLength": 1},
         "url": {"type": "string", "description": "The app's http(s) serve URL."},
         "functions": {
             "type": "array",
