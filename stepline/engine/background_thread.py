@@ -87,14 +87,16 @@ class EngineThread:
 
 def _end(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
     """End what is left on ``loop`` as ``asyncio.run`` does, stop it, join its thread and close it."""
-    if thread.is_alive():
-        try:
-            asyncio.run_coroutine_threadsafe(_cancel_the_rest(loop), loop).result(STOP_MARGIN_S)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(STOP_MARGIN_S)
-    if not thread.is_alive():
-        loop.close()
+    try:
+        if thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(_cancel_the_rest(loop), loop).result(STOP_MARGIN_S)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(STOP_MARGIN_S)
+    finally:
+        if not thread.is_alive():  # closed even when the rest did not end in time: the engine sees it gone
+            loop.close()
 
 
 async def _cancel_the_rest(loop: asyncio.AbstractEventLoop) -> None:

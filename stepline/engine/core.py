@@ -156,9 +156,17 @@ class EngineCore:
         ``client.tasks.*_sync``. ``with engine:`` does both. Raises what ``start`` raises."""
         if self._own_thread.forked:
             raise errors.ConfigurationError(FORKED)
+        self._forget_a_closed_loop()
         if self._db is not None:
             raise errors.ConfigurationError("the engine is already started")
         self._own_thread.start()
+
+    def _forget_a_closed_loop(self) -> None:
+        """When the loop the engine last ran on is closed (a thread's stop that gave up before
+        its closing ended), nothing left on that loop can ever run: the engine counts as stopped.
+        The database connections opened there cannot be closed from another loop."""
+        if self._loop is not None and self._loop.is_closed():
+            self._db, self._tasks, self._retention, self._closing, self._stopping = None, [], None, None, False
 
     @property
     def forked(self) -> bool:
@@ -178,6 +186,7 @@ class EngineCore:
 
     async def start(self) -> None:
         """Open the database, register functions and (unless ``background=False``) start executing."""
+        self._forget_a_closed_loop()
         closing = self._closing
         if closing is not None and closing.get_loop() is asyncio.get_running_loop():
             await asyncio.shield(closing)  # a stop still closing (its caller stopped waiting): let it end
@@ -250,19 +259,25 @@ class EngineCore:
         self._require_own_loop("stop")
         self._stopping = True
         background = self._tasks
+        discarded = False
         try:
             if self._executor is not None:
                 await self._executor.stop(grace.total_seconds())
             await _cancel_all(background)
+        except GeneratorExit:  # garbage-collected with its loop closed (a thread's stop gave up)
+            discarded = True
+            raise
         finally:
             # However the stop ends (a caller's timeout cancelling it during the grace, an error),
             # the engine closes: nothing is left running on a closed store, the client is
             # detached, and the engine can start again. In a task of its own, which a caller
             # cancelled again (anyio's cancel scopes cancel at every await) cannot cut short.
-            self._closing = asyncio.get_running_loop().create_task(self._close(background))
-            await asyncio.shield(self._closing)
+            if not discarded:
+                self._closing = asyncio.get_running_loop().create_task(self._close(background))
+                await asyncio.shield(self._closing)
 
     async def _close(self, background: list[asyncio.Task[None]]) -> None:
+        db = self._db
         try:
             leftovers = [task for task in background if not task.done()]
             if self._executor is not None:
@@ -274,11 +289,12 @@ class EngineCore:
             try:
                 await self._on_close()
             finally:
-                if self._db is not None:
-                    await self._db.close()
+                if db is not None:
+                    await db.close()
         finally:
-            self._db, self._tasks, self._retention, self._closing = None, [], None, None
-            self._stopping = False
+            if self._db is db:  # not an engine started again since (on a new loop, this one forgotten)
+                self._db, self._tasks, self._retention, self._closing = None, [], None, None
+                self._stopping = False
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
