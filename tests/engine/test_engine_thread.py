@@ -6,7 +6,6 @@ works the same way for a synchronous app writing its tasks to PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import stepline.tasks
 from stepline import errors
 from stepline.engine import background_thread
 from stepline.storage import open_store
+from tests.engine import test_engine_stop
 
 TIMEOUT_S = 30.0
 
@@ -195,35 +195,13 @@ def test_an_engine_whose_threaded_stop_gave_up_starts_again(database_url: str, m
     """A stop that outlasts grace + margin ends the thread and its loop with the closing unfinished:
     the engine must still start again (on a new thread) instead of counting as stopping forever."""
     monkeypatch.setattr(background_thread, "STOP_MARGIN_S", 0.3)
-    client = stepline.Stepline(app_id="sync-stop-gave-up")
-    started = threading.Event()
-
-    async def tidy_up_for_long() -> str:
-        started.set()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            # A step that will not be hurried (it swallows further cancellations) for longer
-            # than the margin: the closing cannot end before the thread gives up on it.
-            deadline = time.monotonic() + 2
-            while time.monotonic() < deadline:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.sleep(0.05)
-            raise
-        return "slept"
-
-    @client.function(id="slow", trigger=stepline.on_event("test/slow"))
-    async def slow(ctx: stepline.Context) -> str:
-        return await ctx.step.run("sleep", tidy_up_for_long)
-
-    @client.function(id="quick", trigger=stepline.on_event("test/quick"))
-    async def quick(ctx: stepline.Context) -> str:
-        return await ctx.step.run("answer", lambda: "done")
-
-    engine = stepline.Engine(client, [slow, quick], database_url)
+    # The slow step will not be hurried for longer than the margin: the closing cannot end in time.
+    app = test_engine_stop.slow_and_quick("sync-stop-gave-up", tidy_up_s=2.0, stubborn=True)
+    client = app.client
+    engine = stepline.Engine(client, app.functions, database_url)
     engine.start_in_thread()
     client.send_sync(stepline.Event(name="test/slow"))
-    assert started.wait(TIMEOUT_S)
+    assert app.started.wait(TIMEOUT_S)
     with pytest.raises(TimeoutError):
         engine.stop_in_thread(timedelta(0))
 
