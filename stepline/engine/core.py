@@ -166,7 +166,7 @@ class EngineCore:
         its closing ended), nothing left on that loop can ever run: the engine counts as stopped.
         The database connections opened there cannot be closed from another loop."""
         if self._loop is not None and self._loop.is_closed():
-            self._db, self._tasks, self._retention, self._closing, self._stopping = None, [], None, None, False
+            self._forget_the_run()
 
     @property
     def forked(self) -> bool:
@@ -293,8 +293,11 @@ class EngineCore:
                     await db.close()
         finally:
             if self._db is db:  # not an engine started again since (on a new loop, this one forgotten)
-                self._db, self._tasks, self._retention, self._closing = None, [], None, None
-                self._stopping = False
+                self._forget_the_run()
+
+    def _forget_the_run(self) -> None:
+        """Stopped: no database, no background tasks, no stop under way."""
+        self._db, self._tasks, self._retention, self._closing, self._stopping = None, [], None, None, False
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:

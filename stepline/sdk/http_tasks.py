@@ -199,19 +199,15 @@ class HttpTaskBackend:
         self, task_id: str, after_version: int | None = None, *, ticks: bool = False
     ) -> AsyncIterator[dict[str, Any] | None]:
         client = self._async_client()
-        headers = {} if after_version is None else {"Last-Event-ID": str(after_version)}
-        path = _task_path(task_id) + "/stream"
         try:
-            async with client.stream("GET", path, headers=headers, timeout=_STREAM_TIMEOUT) as response:
+            async with client.stream("GET", **_stream_request(task_id, after_version)) as response:
                 if response.status_code == 204:  # resumed after the task's last change: nothing to send
                     return
                 if response.status_code >= 400:
                     await response.aread()
                     _task_or_raise(response, "stream the task")
                 async for event, data in sse.read_frames(response.aiter_lines(), comments=ticks):
-                    if event == sse.COMMENT:
-                        yield None  # the server's keep-alive: the task is quiet
-                    elif event == "task" and isinstance(data, dict):
+                    if _is_stream_item(event, data):
                         yield data
         except httpx.RequestError as exc:
             raise self._unreachable(http_sender._network_failure(exc)) from None
@@ -220,19 +216,15 @@ class HttpTaskBackend:
         self, task_id: str, after_version: int | None = None, *, ticks: bool = False
     ) -> Iterator[dict[str, Any] | None]:
         client = self._stream_client_sync()
-        headers = {} if after_version is None else {"Last-Event-ID": str(after_version)}
-        path = _task_path(task_id) + "/stream"
         try:
-            with client.stream("GET", path, headers=headers, timeout=_STREAM_TIMEOUT) as response:
+            with client.stream("GET", **_stream_request(task_id, after_version)) as response:
                 if response.status_code == 204:  # resumed after the task's last change: nothing to send
                     return
                 if response.status_code >= 400:
                     response.read()
                     _task_or_raise(response, "stream the task")
                 for event, data in sse.read_frames_sync(response.iter_lines(), comments=ticks):
-                    if event == sse.COMMENT:
-                        yield None  # the server's keep-alive: the task is quiet
-                    elif event == "task" and isinstance(data, dict):
+                    if _is_stream_item(event, data):
                         yield data
         except httpx.RequestError as exc:
             raise self._unreachable(http_sender._network_failure(exc)) from None
@@ -281,6 +273,18 @@ class HttpTaskBackend:
             f"could not reach the Stepline server at {self._settings.base_url} ({failure}); "
             f"is it running, and is {settings_.BASE_URL} right?"
         )
+
+
+def _stream_request(task_id: str, after_version: int | None) -> dict[str, Any]:
+    """``client.stream``'s arguments for a task's stream, resumed after ``after_version``."""
+    headers = {} if after_version is None else {"Last-Event-ID": str(after_version)}
+    return {"url": _task_path(task_id) + "/stream", "headers": headers, "timeout": _STREAM_TIMEOUT}
+
+
+def _is_stream_item(event: str, data: Any) -> bool:
+    """Whether a frame is passed on: a change of the task, or a keep-alive (data None: the task
+    is quiet). Frames of other events are for newer clients."""
+    return event == sse.COMMENT or (event == "task" and isinstance(data, dict))
 
 
 def _task_path(task_id: str) -> str:

@@ -141,6 +141,11 @@ class TaskPage:
     cursor: str | None
     """Pass to ``list(cursor=...)`` for the next page; None on the last page."""
 
+    @classmethod
+    def from_wire(cls, page: dict[str, Any]) -> TaskPage:
+        """A page as ``GET /v1/tasks`` answers it."""
+        return cls([Task.from_wire(item) for item in page.get("data") or []], page.get("cursor"))
+
 
 class TaskBackend(Protocol):
     """Where ``client.tasks`` calls go. Bodies are the JSON of the HTTP API (``/v1/tasks``)."""
@@ -245,8 +250,7 @@ class TaskClient:
         limit: int = 50,
     ) -> TaskPage:
         """A page of tasks, newest first: of ``owner``, in ``status``, of ``kind`` (each when given)."""
-        page = await self._backend().list_tasks(owner, status, cursor, limit, **_kind_filter(kind))
-        return TaskPage([Task.from_wire(item) for item in page.get("data") or []], page.get("cursor"))
+        return TaskPage.from_wire(await self._backend().list_tasks(owner, status, cursor, limit, **_kind_filter(kind)))
 
     def list_sync(
         self,
@@ -258,8 +262,7 @@ class TaskClient:
         limit: int = 50,
     ) -> TaskPage:
         """``list`` for synchronous code."""
-        page = self._backend().list_tasks_sync(owner, status, cursor, limit, **_kind_filter(kind))
-        return TaskPage([Task.from_wire(item) for item in page.get("data") or []], page.get("cursor"))
+        return TaskPage.from_wire(self._backend().list_tasks_sync(owner, status, cursor, limit, **_kind_filter(kind)))
 
     async def cancel(self, task_id: str) -> Task:
         """Cancel the task's run (it stops before its next step); an ended task comes back unchanged."""
